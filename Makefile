@@ -1,0 +1,57 @@
+# edge-diffusion: every local workflow goes through these targets.
+SHELL := /bin/bash
+.ONESHELL:
+.SHELLFLAGS := -eu -o pipefail -c
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# Local Node (npm "node" package) first: jsii warns on, and will drop, the system Node 20.
+export PATH := $(CURDIR)/node_modules/.bin:$(CURDIR)/$(VENV)/bin:$(PATH)
+export JSII_SILENCE_WARNING_UNTESTED_NODE_VERSION := 1
+TINY_MODEL := .cache/tiny-model
+PYTEST_ARGS ?=
+
+.PHONY: setup synth test serve bench browser clean
+
+setup: $(VENV)/.installed node_modules/.installed browser
+
+$(VENV)/.installed: requirements.txt requirements-serving.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch==2.13.0 resolves to the local CPU build; never let a range pull a CUDA build into the dev venv.
+	$(PY) -m pip install -q -r requirements.txt -r requirements-serving.txt -r requirements-dev.txt
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+# The browser test drives Debian's Chromium through Playwright (no browser download is possible here).
+browser:
+	@if ! command -v chromium >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "chromium is missing: run 'sudo apt-get install chromium' (needed by the playground browser test)"; exit 1; \
+	  fi; \
+	fi
+
+synth: $(VENV)/.installed node_modules/.installed
+	cdk synth --all --quiet
+	$(PY) -m tools.render_manifests --assembly cdk.out --out dist
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+$(TINY_MODEL)/model_index.json: $(VENV)/.installed
+	$(PY) -m serving tiny-model $(TINY_MODEL)
+
+serve: $(VENV)/.installed $(TINY_MODEL)/model_index.json
+	$(PY) -m serving serve --model $(TINY_MODEL) --device cpu --port $${PORT:-8080}
+
+bench: $(VENV)/.installed
+	$(PY) -m benchmarks.cpu
+
+clean:
+	rm -rf cdk.out dist .cache .pytest_cache
