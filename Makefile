@@ -14,13 +14,20 @@ PYTEST_ARGS ?=
 
 .PHONY: setup synth test serve bench browser clean
 
-setup: $(VENV)/.installed node_modules/.installed browser
+setup: $(VENV)/.installed .venv-checkov/.installed node_modules/.installed browser
 
 $(VENV)/.installed: requirements.txt requirements-serving.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch==2.13.0 resolves to the local CPU build; never let a range pull a CUDA build into the dev venv.
 	$(PY) -m pip install -q -r requirements.txt -r requirements-serving.txt -r requirements-dev.txt
+	touch $@
+
+# checkov pins dependencies that clash with the app's, so it gets its own venv.
+.venv-checkov/.installed: requirements-checkov.txt
+	test -x .venv-checkov/bin/python || $(PYTHON) -m venv .venv-checkov
+	.venv-checkov/bin/python -m pip install -q --upgrade pip
+	.venv-checkov/bin/python -m pip install -q -r requirements-checkov.txt
 	touch $@
 
 node_modules/.installed: package.json package-lock.json

@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m benchmarks.cpu` (make bench) and `python -m benchmarks.gpu` (python -m serving bench-gpu)."""

@@ -1,0 +1,54 @@
+"""The only way in from outside the VPC: the inference NodePort, from the configured client networks."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from aws_cdk import aws_ec2 as ec2
+from constructs import Construct
+
+from edge_constructs.nag import acknowledge
+
+
+class InferenceNodePortAccess(Construct):
+    """One ingress rule per allowed client CIDR: TCP, exactly the NodePort, on the Karpenter nodes' group."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        security_group: ec2.ISecurityGroup,
+        node_port: int,
+        client_cidrs: Sequence[str],
+        allow_public: bool,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        if not client_cidrs:
+            raise ValueError("client_cidrs is empty: set edge.allowed_client_cidrs to the device networks")
+        self.rules: list[ec2.CfnSecurityGroupIngress] = []
+        for index, cidr in enumerate(client_cidrs):
+            public = cidr.endswith("/0")
+            if public and not allow_public:
+                raise ValueError(
+                    f"edge.allowed_client_cidrs[{index}] is {cidr}: set edge.allow_public_nodeport to true to open "
+                    "the NodePort to the internet"
+                )
+            # Standalone resources (not inline rules) so the group's owner and this rule evolve independently.
+            rule = ec2.CfnSecurityGroupIngress(
+                self,
+                f"Client{index}",
+                group_id=security_group.security_group_id,
+                ip_protocol="tcp",
+                from_port=node_port,
+                to_port=node_port,
+                cidr_ip=cidr,
+                description=f"edge-diffusion inference NodePort {node_port} from client network {cidr}",
+            )
+            if public:
+                acknowledge(
+                    rule,
+                    "AwsSolutions-EC23",
+                    "edge.allow_public_nodeport is true: the operator chose a public endpoint. It is one "
+                    "TCP port, API-key protected, and serves only the inference API (metrics stay internal).",
+                )
+            self.rules.append(rule)

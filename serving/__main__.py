@@ -1,0 +1,63 @@
+"""python -m serving {serve, tiny-model, bench, bench-gpu}."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from serving.logconfig import configure_logging
+    from serving.secrets import load_api_key
+    from serving.settings import SettingsError, settings_from
+
+    try:
+        settings = settings_from(args)
+        configure_logging(settings.log_level)
+        api_key = load_api_key(settings)
+    except SettingsError as exc:
+        print(f"serving: configuration error: {exc}", file=sys.stderr)
+        return 2
+    from serving.server import serve
+
+    return asyncio.run(serve(settings, api_key))
+
+
+def _tiny_model(args: argparse.Namespace) -> int:
+    from serving.tiny import write_tiny_model
+
+    print(write_tiny_model(args.out_dir, seed=args.seed))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # bench / bench-gpu own their flags; hand everything after the subcommand to them untouched.
+    if argv and argv[0] == "bench":
+        from serving.bench import main as bench_main
+
+        return bench_main(argv[1:]) or 0
+    if argv and argv[0] == "bench-gpu":
+        from benchmarks.gpu import main as gpu_main
+
+        return gpu_main(argv[1:]) or 0
+
+    from serving.settings import add_serve_arguments
+
+    parser = argparse.ArgumentParser(prog="python -m serving", description="edge-diffusion inference server")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the HTTP server", description="Every flag also reads SERVING_<FLAG> from the environment.")
+    add_serve_arguments(serve)
+    serve.set_defaults(func=_serve)
+    tiny = sub.add_parser("tiny-model", help="write a tiny random-weight SD 2.x pipeline (no network)")
+    tiny.add_argument("out_dir")
+    tiny.add_argument("--seed", type=int, default=0)
+    tiny.set_defaults(func=_tiny_model)
+    sub.add_parser("bench", help="HTTP load client (python -m serving bench --help)")
+    sub.add_parser("bench-gpu", help="GPU pipeline benchmark (python -m serving bench-gpu --help)")
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""Backend interface plus the diffusers implementation shared by the cpu and cuda backends."""
+from __future__ import annotations
+
+import abc
+import copy
+import inspect
+import logging
+import queue
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from serving.errors import GenerationCancelled, InvalidRequest
+from serving.modelconfig import ModelDefaults
+
+log = logging.getLogger("serving.backend")
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    prompt: str
+    width: int
+    height: int
+    steps: int
+    guidance_scale: float
+    seed: int
+    n: int = 1
+    negative_prompt: str | None = None
+
+
+class Backend(abc.ABC):
+    """Runs generations. ``generate`` is called from worker threads, at most ``slots`` at a time."""
+
+    name = "base"
+    fixed_shape: tuple[int, int] | None = None
+    fixed_images: int | None = None
+
+    def __init__(self, defaults: ModelDefaults, slots: int = 1):
+        self.defaults = defaults
+        self.slots = slots
+
+    def check(self, params: GenerationParams) -> None:
+        """Reject parameters this backend cannot run (compiled shapes); field bounds are checked by the API."""
+        if self.fixed_shape and (params.width, params.height) != self.fixed_shape:
+            w, h = self.fixed_shape
+            param = "width" if params.width != w else "height"
+            raise InvalidRequest(
+                f"this endpoint runs a model compiled for {w}x{h} images only; request width={w} and height={h}",
+                param=param,
+            )
+        if self.fixed_images and params.n != self.fixed_images:
+            raise InvalidRequest(f"this endpoint's compiled model makes exactly {self.fixed_images} image(s) per request", param="n")
+
+    @abc.abstractmethod
+    def generate(self, params: GenerationParams, cancel: threading.Event) -> list:
+        """Run one request and return its PIL images; raise GenerationCancelled once ``cancel`` is set."""
+
+    def is_accelerator_error(self, exc: BaseException) -> bool:
+        return False
+
+    def recover(self) -> None:
+        """Release what a failed generation may have left on the accelerator."""
+
+    def warmup(self) -> None:
+        d = self.defaults
+        w, h = self.fixed_shape or (d.width, d.height)
+        params = GenerationParams(prompt="warm-up", width=w, height=h, steps=d.steps, guidance_scale=d.guidance_scale, seed=0, n=self.fixed_images or 1)
+        self.generate(params, threading.Event())
+
+
+def cancel_callback_kwargs(pipe: Any, cancel: threading.Event) -> dict[str, Any]:
+    """Step-callback kwargs that abort the denoising loop once ``cancel`` is set (frees the accelerator early)."""
+    params = inspect.signature(pipe.__call__).parameters
+
+    if "callback_on_step_end" in params:
+
+        def on_step_end(_pipe, _step, _timestep, callback_kwargs):
+            if cancel.is_set():
+                raise GenerationCancelled()
+            return {}
+
+        return {"callback_on_step_end": on_step_end, "callback_on_step_end_tensor_inputs": []}
+    if "callback" in params:  # older pipeline signatures (some optimum-neuron releases)
+
+        def on_step(_step, _timestep, _latents):
+            if cancel.is_set():
+                raise GenerationCancelled()
+
+        return {"callback": on_step, "callback_steps": 1}
+    return {}
+
+
+def set_scheduler(pipe: Any, name: str | None) -> None:
+    if not name:
+        return
+    import diffusers
+
+    cls = getattr(diffusers, name, None)
+    if cls is None or not name.endswith("Scheduler"):
+        raise ValueError(f"scheduler {name!r} is not a diffusers scheduler class (e.g. EulerDiscreteScheduler)")
+    pipe.scheduler = cls.from_config(pipe.scheduler.config)
+
+
+class DiffusersBackend(Backend):
+    """One pipeline object per concurrency slot: they share weights, each has its own scheduler state."""
+
+    name = "diffusers"
+
+    def __init__(self, pipe: Any, defaults: ModelDefaults, slots: int = 1):
+        super().__init__(defaults, slots)
+        set_scheduler(pipe, defaults.scheduler)
+        self.pipe = pipe
+        self._pool: queue.Queue = queue.Queue()
+        self._pool.put(pipe)
+        for _ in range(slots - 1):
+            self._pool.put(self._clone(pipe))
+
+    @staticmethod
+    def _clone(pipe: Any) -> Any:
+        # Schedulers keep per-call state (timesteps, step index); modules are shared read-only.
+        return type(pipe).from_pipe(pipe, scheduler=copy.deepcopy(pipe.scheduler))
+
+    def is_accelerator_error(self, exc: BaseException) -> bool:
+        import torch
+
+        # Out of memory on any device fails only this request; the weights stay loaded.
+        return isinstance(exc, (MemoryError, torch.cuda.OutOfMemoryError)) or (
+            isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)
+        )
+
+    def _generator(self, seed: int):
+        import torch
+
+        # A CPU generator gives the same noise for a seed on every device type.
+        return torch.Generator("cpu").manual_seed(seed)
+
+    def generate(self, params: GenerationParams, cancel: threading.Event) -> list:
+        import torch
+
+        pipe = self._pool.get()
+        try:
+            if cancel.is_set():
+                raise GenerationCancelled()
+            with torch.inference_mode():
+                out = pipe(
+                    prompt=params.prompt,
+                    negative_prompt=params.negative_prompt,
+                    width=params.width,
+                    height=params.height,
+                    num_inference_steps=params.steps,
+                    guidance_scale=params.guidance_scale,
+                    num_images_per_prompt=params.n,
+                    generator=self._generator(params.seed),
+                    output_type="pil",
+                    **cancel_callback_kwargs(pipe, cancel),
+                )
+            return list(out.images)
+        finally:
+            self._pool.put(pipe)

@@ -1,0 +1,20 @@
+"""CPU backend: float32, for development and tests."""
+from __future__ import annotations
+
+from typing import Any
+
+from serving.backends.base import DiffusersBackend
+from serving.modelconfig import ModelDefaults
+
+
+class CpuBackend(DiffusersBackend):
+    name = "cpu"
+
+    @classmethod
+    def load(cls, model: str, dtype: str, defaults: ModelDefaults, slots: int) -> "CpuBackend":
+        from serving.loading import load_pipeline
+
+        return cls(load_pipeline(model, "cpu", "float32" if dtype == "auto" else dtype), defaults, slots)
+
+    def __init__(self, pipe: Any, defaults: ModelDefaults, slots: int = 1):
+        super().__init__(pipe, defaults, slots)

@@ -1,0 +1,67 @@
+"""CUDA backend: fp16/bf16 weights; serving.optimize applies SDPA, channels_last, fused QKV and the opt-in modes."""
+from __future__ import annotations
+
+from typing import Any
+
+from serving.backends.base import DiffusersBackend
+from serving.modelconfig import ModelDefaults
+from serving.settings import Settings
+
+
+def cuda_options(settings: Settings):
+    # Imported lazily: CPU-only installs never need serving.optimize or its dependencies.
+    from serving.optimize import CudaOptions
+
+    dtype = "float16" if settings.dtype == "auto" else settings.dtype
+    if dtype == "float32":
+        raise ValueError("--dtype float32 is not supported on cuda; use float16 or bfloat16")
+    return CudaOptions(
+        dtype=dtype,
+        channels_last=True,
+        compile=settings.compile,
+        cuda_graphs=settings.cuda_graphs,
+        tiny_vae=settings.tiny_vae,
+        deepcache_interval=settings.deepcache_interval,
+    )
+
+
+class CudaBackend(DiffusersBackend):
+    name = "cuda"
+
+    @classmethod
+    def load(cls, settings: Settings, defaults: ModelDefaults) -> "CudaBackend":
+        import torch
+        from serving.loading import load_pipeline
+        from serving.optimize import optimize_pipeline
+
+        if not torch.cuda.is_available():
+            raise RuntimeError("--device cuda was requested but torch sees no usable CUDA device")
+        options = cuda_options(settings)
+        if options.cuda_graphs and settings.max_concurrency > 1:
+            raise ValueError("--cuda-graphs replays one captured graph at a time; use --max-concurrency 1 with it")
+        pipe = load_pipeline(settings.model, "cuda", options.dtype)
+        pipe = optimize_pipeline(pipe, options)
+        return cls(pipe, defaults, settings.max_concurrency)
+
+    def __init__(self, pipe: Any, defaults: ModelDefaults, slots: int = 1):
+        super().__init__(pipe, defaults, slots)
+
+    def is_accelerator_error(self, exc: BaseException) -> bool:
+        import torch
+
+        accelerator_error = getattr(torch, "AcceleratorError", ())
+        if isinstance(exc, (torch.cuda.OutOfMemoryError,) + ((accelerator_error,) if accelerator_error else ())):
+            return True
+        return isinstance(exc, RuntimeError) and ("CUDA" in str(exc) or "cuDNN" in str(exc) or "CUBLAS" in str(exc))
+
+    def recover(self) -> None:
+        import torch
+
+        try:
+            torch.cuda.synchronize()
+            torch.cuda.empty_cache()
+        except RuntimeError:
+            # A sticky CUDA error makes every later call fail too; liveness stays up, but log it loudly.
+            import logging
+
+            logging.getLogger("serving.backend").exception("CUDA context is unusable after an error")

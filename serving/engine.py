@@ -1,0 +1,186 @@
+"""Admission control and execution: a bounded FIFO in front of ``max_concurrency`` worker threads.
+
+A request is admitted only while running + waiting < max_concurrency + max_queue (else 429). Its deadline
+covers queueing and generation; past it the caller gets 504 at once and the generation is aborted at its next
+denoising step. The slot is released only when the worker thread has really stopped, so a timed-out request
+never lets a second generation onto a busy accelerator.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import threading
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from serving.backends.base import Backend, GenerationParams
+from serving.errors import GenerationCancelled, GenerationTimeout, QueueFull, Unavailable
+
+log = logging.getLogger("serving.engine")
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    images: list
+    inference_ms: float
+    queue_ms: float
+
+
+class Engine:
+    def __init__(self, backend: Backend | None, max_concurrency: int, max_queue: int, request_timeout: float):
+        self.backend = backend
+        self.max_concurrency = max_concurrency
+        self.max_queue = max_queue
+        self.request_timeout = request_timeout
+        self.running = 0
+        self.waiting = 0
+        self.draining = False
+        self.images_generated = 0
+        self._free = max_concurrency
+        self._waiters: deque[asyncio.Future] = deque()
+        self._idle: asyncio.Event | None = None
+        self._cancels: set[threading.Event] = set()
+        self._executor = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="generate")
+        # Rolling mean of generation time, for Retry-After hints.
+        self._mean_s = 1.0
+
+    # -- load signal ---------------------------------------------------------------------------------------
+    @property
+    def load(self) -> float:
+        return (self.running + self.waiting) / self.max_concurrency
+
+    def load_snapshot(self) -> dict:
+        return {"in_flight": self.running, "queue_depth": self.waiting, "load": self.load}
+
+    def retry_after_s(self) -> int:
+        backlog = (self.running + self.waiting) / self.max_concurrency
+        return max(1, math.ceil(backlog * self._mean_s))
+
+    # -- slots ---------------------------------------------------------------------------------------------
+    def _release(self) -> None:
+        self.running -= 1
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                self.running += 1
+                return
+        self._free += 1
+        self._notify_idle()
+
+    def _notify_idle(self) -> None:
+        if self._idle is not None and self.running == 0 and self.waiting == 0:
+            self._idle.set()
+
+    async def _acquire(self, timeout: float) -> None:
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+            self.running += 1
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        self.waiting += 1
+        try:
+            await asyncio.wait_for(waiter, timeout)
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self._release()  # the slot arrived just as we gave up: hand it on
+            else:
+                waiter.cancel()
+            raise
+        finally:
+            self.waiting -= 1
+            self._notify_idle()
+
+    # -- requests ------------------------------------------------------------------------------------------
+    async def generate(self, params: GenerationParams) -> GenerationResult:
+        if self.draining:
+            raise Unavailable("server is shutting down; retry on another endpoint", headers={"Retry-After": "1"})
+        if self.backend is None:
+            raise Unavailable("model is still loading; retry shortly", headers={"Retry-After": "5"})
+        self.backend.check(params)
+        if self.running + self.waiting >= self.max_concurrency + self.max_queue:
+            raise QueueFull(
+                f"server is at capacity ({self.max_concurrency} running, {self.max_queue} queued); retry later",
+                headers={"Retry-After": str(self.retry_after_s())},
+            )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.request_timeout
+        enqueued = time.perf_counter()
+        try:
+            await self._acquire(self.request_timeout)
+        except TimeoutError:
+            raise self._timeout() from None
+        queue_ms = (time.perf_counter() - enqueued) * 1000
+        cancel = threading.Event()
+        self._cancels.add(cancel)
+        future = loop.run_in_executor(self._executor, self._run, params, cancel)
+        release_later = False
+        try:
+            images, seconds = await asyncio.wait_for(asyncio.shield(future), max(0.0, deadline - loop.time()))
+        except (TimeoutError, asyncio.CancelledError) as exc:
+            # Timeout or client gone: stop the denoising loop; the slot frees when the thread returns.
+            cancel.set()
+            release_later = True
+            future.add_done_callback(lambda f: self._finish_abandoned(f, cancel))
+            if isinstance(exc, TimeoutError):
+                raise self._timeout() from None
+            raise
+        except GenerationCancelled:
+            # Only the drain deadline cancels a generation whose caller is still waiting.
+            raise Unavailable("server shut down before this generation finished; retry on another endpoint",
+                              headers={"Retry-After": "1"}) from None
+        finally:
+            if not release_later:
+                self._cancels.discard(cancel)
+                self._release()
+        self.images_generated += len(images)
+        self._mean_s = 0.8 * self._mean_s + 0.2 * seconds
+        return GenerationResult(images=images, inference_ms=seconds * 1000, queue_ms=queue_ms)
+
+    def _timeout(self) -> GenerationTimeout:
+        return GenerationTimeout(f"generation did not finish within --request-timeout ({self.request_timeout:g} s)")
+
+    def _finish_abandoned(self, future: asyncio.Future, cancel: threading.Event) -> None:
+        self._cancels.discard(cancel)
+        exc = None if future.cancelled() else future.exception()
+        if exc is not None and not isinstance(exc, GenerationCancelled):
+            log.warning("abandoned generation failed", extra={"fields": {"error": repr(exc)}})
+        self._release()
+
+    def _run(self, params: GenerationParams, cancel: threading.Event) -> tuple[list, float]:
+        started = time.perf_counter()
+        try:
+            images = self.backend.generate(params, cancel)
+        except GenerationCancelled:
+            raise
+        except Exception as exc:
+            if self.backend.is_accelerator_error(exc):
+                log.error("accelerator error", extra={"fields": {"error": repr(exc)[:500]}})
+                self.backend.recover()
+                raise Unavailable(
+                    "the accelerator failed this request (e.g. out of memory); retry, possibly with a smaller size",
+                    headers={"Retry-After": "1"},
+                ) from exc
+            raise
+        return images, time.perf_counter() - started
+
+    # -- lifecycle -----------------------------------------------------------------------------------------
+    async def drain(self, timeout: float) -> bool:
+        """Refuse new work and wait for admitted requests; True when everything finished in time."""
+        self.draining = True
+        self._idle = asyncio.Event()
+        self._notify_idle()
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+            return True
+        except TimeoutError:
+            for cancel in list(self._cancels):
+                cancel.set()
+            return False
+
+    def shutdown(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)

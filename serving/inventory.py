@@ -1,0 +1,304 @@
+"""Endpoint inventory: which nodes serve the model right now, as URLs an AR device can call.
+
+The Service is a NodePort with ``externalTrafficPolicy: Local``, so a node answers on the NodePort only
+while it hosts a ready serving pod. The inventory therefore lists exactly those nodes, with their public IP.
+"""
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import ssl
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+DEFAULT_API_URL = "https://kubernetes.default.svc"
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+ZONE_LABEL = "topology.kubernetes.io/zone"
+# Karpenter taints a node it is about to consolidate, drift-replace or expire; its pods are evicted soon.
+KARPENTER_DISRUPTED_TAINT = "karpenter.sh/disrupted"
+
+_NEURON_RESOURCES = ("aws.amazon.com/neuron", "aws.amazon.com/neuroncore", "aws.amazon.com/neurondevice")
+_NEURON_FAMILIES = ("inf1", "inf2", "trn1", "trn1n", "trn2")
+_LIST_PAGE_SIZE = 500
+
+
+class InventoryError(RuntimeError):
+    """The Kubernetes API could not be read; the message says what failed and how to fix it."""
+
+
+def _positive_quantity(value: Any) -> bool:
+    # Extended resources (GPUs, Neuron devices) are always integer quantities.
+    try:
+        return int(str(value)) > 0
+    except ValueError:
+        return False
+
+
+def node_accelerator(node: dict) -> str:
+    """``"nvidia"``, ``"neuron"`` or ``"cpu"`` from the node's labels and advertised resources."""
+    labels = node.get("metadata", {}).get("labels") or {}
+    status = node.get("status") or {}
+    resources = {**(status.get("capacity") or {}), **(status.get("allocatable") or {})}
+
+    # Labels come first: they exist as soon as Karpenter launches the node, before the device plugin
+    # has registered the extended resource.
+    if labels.get("karpenter.k8s.aws/instance-gpu-manufacturer", "").lower() == "nvidia":
+        return "nvidia"
+    if any(key == "nvidia.com/gpu" or key.startswith("nvidia.com/gpu.") for key in labels):
+        return "nvidia"
+    if "aws.amazon.com/neuron" in labels:
+        return "neuron"
+    family = labels.get("karpenter.k8s.aws/instance-family") or labels.get(
+        "node.kubernetes.io/instance-type", ""
+    ).split(".")[0]
+    if family in _NEURON_FAMILIES:
+        return "neuron"
+    if _positive_quantity(resources.get("nvidia.com/gpu", 0)):
+        return "nvidia"
+    if any(_positive_quantity(resources.get(name, 0)) for name in _NEURON_RESOURCES):
+        return "neuron"
+    return "cpu"
+
+
+def _node_external_ip(node: dict) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    candidates = []
+    for address in (node.get("status") or {}).get("addresses") or []:
+        if address.get("type") != "ExternalIP":
+            continue
+        try:
+            candidates.append(ipaddress.ip_address(address.get("address", "")))
+        except ValueError:
+            continue
+    # Prefer IPv4: mobile carrier networks still reach it more reliably than IPv6.
+    candidates.sort(key=lambda ip: ip.version)
+    return candidates[0] if candidates else None
+
+
+def _node_in_service(node: dict) -> bool:
+    """False while the node is going away or unhealthy, even though its pod still reports ready."""
+    metadata = node.get("metadata") or {}
+    spec = node.get("spec") or {}
+    if metadata.get("deletionTimestamp") or spec.get("unschedulable"):
+        return False
+    if any(taint.get("key") == KARPENTER_DISRUPTED_TAINT for taint in spec.get("taints") or []):
+        return False
+    conditions = (node.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+def _endpoint_serves(endpoint: dict) -> bool:
+    conditions = endpoint.get("conditions") or {}
+    # The API defines an absent "ready" as unknown, to be read as ready; terminating endpoints can still
+    # claim ready when the Service publishes not-ready addresses, so they are excluded explicitly.
+    return conditions.get("ready", True) is not False and conditions.get("terminating") is not True
+
+
+def _url(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, node_port: int) -> str:
+    host = f"[{ip}]" if ip.version == 6 else str(ip)
+    return f"http://{host}:{node_port}"
+
+
+def endpoints_from_objects(endpoint_slices: list[dict], nodes: list[dict], node_port: int) -> list[dict]:
+    """Turn a Service's EndpointSlices and the cluster's Nodes into ``[{url, zone, accelerator, ready}]``.
+
+    One item per node that hosts at least one ready, non-terminating endpoint. ``ready`` is False when that
+    node is cordoned, being deleted or disrupted by Karpenter, or not Ready itself: it still answers, but a
+    device should prefer another endpoint.
+    """
+    if isinstance(node_port, bool) or not isinstance(node_port, int) or not 1 <= node_port <= 65535:
+        raise ValueError(f"node_port must be an integer port number (1-65535), got {node_port!r}")
+
+    nodes_by_name = {n.get("metadata", {}).get("name"): n for n in nodes}
+    endpoint_zone: dict[str, str] = {}
+    for endpoint_slice in endpoint_slices:
+        for endpoint in endpoint_slice.get("endpoints") or []:
+            node_name = endpoint.get("nodeName")
+            if node_name and _endpoint_serves(endpoint):
+                endpoint_zone.setdefault(node_name, endpoint.get("zone") or "")
+
+    items = []
+    for node_name, slice_zone in endpoint_zone.items():
+        node = nodes_by_name.get(node_name)
+        if node is None:
+            # The node was deleted between the two API reads; its endpoints disappear on the next sync.
+            continue
+        ip = _node_external_ip(node)
+        if ip is None:
+            # Devices reach the NodePort over the internet or a carrier network. A node with only a private
+            # (InternalIP) address, e.g. in a private subnet, is unreachable for them, so listing it would
+            # only send devices into a connection timeout.
+            continue
+        labels = node.get("metadata", {}).get("labels") or {}
+        items.append(
+            {
+                "url": _url(ip, node_port),
+                "zone": labels.get(ZONE_LABEL) or slice_zone or None,
+                "accelerator": node_accelerator(node),
+                "ready": _node_in_service(node),
+                "_ip": ip,
+            }
+        )
+
+    items.sort(key=lambda item: (item["zone"] or "", item["accelerator"], item["_ip"].version, item["_ip"]))
+    for item in items:
+        del item["_ip"]
+    return items
+
+
+def node_port_from_service(service: dict, port_name: str | None = None) -> int:
+    """The nodePort of a Service: the named port, or its only port with a nodePort."""
+    name = service.get("metadata", {}).get("name", "<unnamed>")
+    ports = [p for p in (service.get("spec") or {}).get("ports") or [] if p.get("nodePort")]
+    if port_name is not None:
+        ports = [p for p in ports if p.get("name") == port_name]
+    if len(ports) != 1:
+        wanted = f"a port named {port_name!r}" if port_name else "exactly one port"
+        raise InventoryError(
+            f"Service {name!r} must have {wanted} with a nodePort (found {len(ports)}); "
+            "make it type NodePort or pass node_port explicitly"
+        )
+    return int(ports[0]["nodePort"])
+
+
+class KubernetesInventory:
+    """Reads the serving endpoints through the in-cluster Kubernetes API, cached for a few seconds.
+
+    Needs RBAC: get/list/watch ``endpointslices`` (discovery.k8s.io) in the namespace, get/list ``nodes``,
+    and get ``services`` in the namespace only when ``node_port`` is not given.
+    """
+
+    def __init__(
+        self,
+        service: str,
+        namespace: str | None = None,
+        node_port: int | None = None,
+        *,
+        api_url: str = DEFAULT_API_URL,
+        service_account_dir: str | Path = SERVICE_ACCOUNT_DIR,
+        cache_ttl: float = 5.0,
+        timeout: float = 5.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        if not service:
+            raise ValueError("service must be the name of the serving Service (e.g. 'edge-diffusion')")
+        if node_port is not None:
+            # Validates the port the same way the pure function does, at construction time.
+            endpoints_from_objects([], [], node_port)
+        if cache_ttl < 0:
+            raise ValueError(f"cache_ttl must be >= 0 seconds, got {cache_ttl!r}")
+        self.service = service
+        self.service_account_dir = Path(service_account_dir)
+        self.namespace = namespace or self._read_namespace()
+        self.node_port = node_port
+        self.api_url = api_url.rstrip("/")
+        self.cache_ttl = cache_ttl
+        self.timeout = timeout
+        self._transport = transport
+        self._client: httpx.AsyncClient | None = None
+        self._cached: list[dict] | None = None
+        self._cached_at = 0.0
+        self._lock = asyncio.Lock()
+
+    def _read_namespace(self) -> str:
+        path = self.service_account_dir / "namespace"
+        try:
+            return path.read_text().strip()
+        except OSError as exc:
+            raise InventoryError(
+                f"namespace not given and {path} is unreadable ({exc.strerror}); pass --inventory-namespace"
+            ) from exc
+
+    def _token(self) -> str:
+        # Projected service-account tokens are rotated by the kubelet, so the file is re-read per refresh.
+        path = self.service_account_dir / "token"
+        try:
+            return path.read_text().strip()
+        except OSError as exc:
+            raise InventoryError(
+                f"cannot read the service-account token {path} ({exc.strerror}); the pod needs "
+                "automountServiceAccountToken: true and a ServiceAccount bound to the inventory Role"
+            ) from exc
+
+    def _http_client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            verify: ssl.SSLContext | bool = True
+            if self._transport is None:
+                ca_path = self.service_account_dir / "ca.crt"
+                try:
+                    verify = ssl.create_default_context(cafile=str(ca_path))
+                except (OSError, ssl.SSLError) as exc:
+                    raise InventoryError(f"cannot load the cluster CA {ca_path}: {exc}") from exc
+            self._client = httpx.AsyncClient(
+                base_url=self.api_url, verify=verify, transport=self._transport, timeout=self.timeout
+            )
+        return self._client
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def _get(self, path: str, params: dict[str, str] | None = None) -> dict:
+        client = self._http_client()
+        headers = {"Authorization": f"Bearer {self._token()}", "Accept": "application/json"}
+        try:
+            response = await client.get(path, params=params, headers=headers)
+        except httpx.HTTPError as exc:
+            raise InventoryError(f"Kubernetes API request GET {path} failed: {exc!r}") from exc
+        if response.status_code != 200:
+            try:
+                detail = response.json().get("message") or response.text
+            except ValueError:
+                detail = response.text
+            hint = ""
+            if response.status_code in (401, 403):
+                hint = " (check the ServiceAccount token and the inventory Role/ClusterRole bindings)"
+            raise InventoryError(
+                f"Kubernetes API GET {path} returned {response.status_code}: {detail.strip()[:300]}{hint}"
+            )
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise InventoryError(f"Kubernetes API GET {path} returned invalid JSON") from exc
+
+    async def _list(self, path: str, params: dict[str, str] | None = None) -> list[dict]:
+        items: list[dict] = []
+        query = {**(params or {}), "limit": str(_LIST_PAGE_SIZE)}
+        while True:
+            page = await self._get(path, query)
+            items.extend(page.get("items") or [])
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                return items
+            query = {**query, "continue": token}
+
+    async def _fetch(self) -> list[dict]:
+        namespace = quote(self.namespace, safe="")
+        slices_call = self._list(
+            f"/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices",
+            {"labelSelector": f"{SERVICE_NAME_LABEL}={self.service}"},
+        )
+        calls = [slices_call, self._list("/api/v1/nodes")]
+        if self.node_port is None:
+            calls.append(self._get(f"/api/v1/namespaces/{namespace}/services/{quote(self.service, safe='')}"))
+        # Wait for every read (none is left running unobserved), then report the first failure.
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        slices, nodes = results[0], results[1]
+        node_port = node_port_from_service(results[2]) if self.node_port is None else self.node_port
+        return endpoints_from_objects(slices, nodes, node_port)
+
+    async def list_endpoints(self) -> list[dict]:
+        """The current endpoints; a burst of callers within ``cache_ttl`` shares one set of API reads."""
+        async with self._lock:
+            if self._cached is None or time.monotonic() - self._cached_at >= self.cache_ttl:
+                self._cached = await self._fetch()
+                self._cached_at = time.monotonic()
+            return [dict(item) for item in self._cached]

@@ -1,0 +1,58 @@
+"""Prometheus metrics and the JSON load signal, served on the private metrics port only."""
+from __future__ import annotations
+
+from typing import Callable
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+# Seconds; spans 1-step tiny models on CPU to 50-step SD on a busy GPU.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class Metrics:
+    """One registry per server instance (tests build several apps in one process)."""
+
+    def __init__(self, engine_state: Callable[[], dict], ready: Callable[[], bool]):
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "edge_diffusion_requests", "HTTP requests by route and status code", ("route", "status"), registry=self.registry
+        )
+        self.latency = Histogram(
+            "edge_diffusion_request_duration_seconds",
+            "End-to-end latency of generation requests",
+            ("route",),
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.inference = Histogram(
+            "edge_diffusion_inference_seconds", "Time spent in the pipeline per request", buckets=LATENCY_BUCKETS, registry=self.registry
+        )
+        self.images = Counter("edge_diffusion_images_generated", "Images generated", registry=self.registry)
+        self._state = engine_state
+        Gauge("edge_diffusion_queue_depth", "Requests waiting for a slot", registry=self.registry).set_function(
+            lambda: self._state()["queue_depth"]
+        )
+        Gauge("edge_diffusion_in_flight", "Generations running now", registry=self.registry).set_function(
+            lambda: self._state()["in_flight"]
+        )
+        Gauge(
+            "edge_diffusion_load",
+            "(in_flight + queue_depth) / max_concurrency: the autoscaling signal, 1.0 = every slot busy",
+            registry=self.registry,
+        ).set_function(lambda: self._state()["load"])
+        Gauge("edge_diffusion_ready", "1 when the model is loaded, warmed up and not draining", registry=self.registry).set_function(
+            lambda: 1.0 if ready() else 0.0
+        )
+
+    def app(self) -> Starlette:
+        async def metrics(_: Request) -> Response:
+            return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+
+        async def load(_: Request) -> JSONResponse:
+            return JSONResponse(self._state())
+
+        return Starlette(routes=[Route("/metrics", metrics), Route("/load", load)])

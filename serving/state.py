@@ -1,0 +1,36 @@
+"""Mutable server state shared by the public app, the metrics app and the lifecycle code."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from serving.engine import Engine
+from serving.modelconfig import ModelDefaults
+from serving.settings import Settings
+
+PHASES = ("loading", "warming up", "ready", "draining", "failed")
+
+
+@dataclass
+class ServerState:
+    settings: Settings
+    engine: Engine
+    api_key: str | None = None
+    metrics: Any = None
+    inventory: Any = None
+    defaults: ModelDefaults | None = None
+    device: str | None = None
+    phase: str = "loading"
+    api_key_bytes: bytes | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        self.api_key_bytes = self.api_key.encode() if self.api_key else None
+
+    @property
+    def ready(self) -> bool:
+        return self.phase == "ready"
+
+    def set_phase(self, phase: str) -> None:
+        if phase not in PHASES:
+            raise ValueError(f"unknown phase {phase!r}")
+        self.phase = phase

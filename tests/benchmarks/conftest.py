@@ -1,0 +1,21 @@
+"""Benchmark fixtures: one tiny random-weight pipeline directory per session."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    from serving.tiny import write_tiny_model
+
+    return write_tiny_model(tmp_path_factory.mktemp("bench-models") / "tiny")
+
+
+@pytest.fixture()
+def tiny_pipe():
+    """A fresh fp32 tiny SD 2.x pipeline with the SD 2.1 block layout (optimize_pipeline mutates it)."""
+    from benchmarks import sd21
+
+    return sd21.build_pipeline("tiny", device="cpu", seed=0)

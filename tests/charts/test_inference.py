@@ -1,0 +1,567 @@
+"""The inference chart, synthesized standalone (cdk8s only, no CDK synth): every object and every invariant."""
+from __future__ import annotations
+
+import json
+import math
+
+import cdk8s
+import pytest
+
+import edge_config
+from charts import inference
+from charts.inference import InferenceChart
+from serving import inventory as server_inventory
+from serving.settings import Settings, env_name, settings_from
+from tests.conftest import REPO_ROOT
+from tests.k8s_schema import validate_k8s_object
+
+SECRET_ARN = "arn:aws:secretsmanager:us-west-2:111122223333:secret:edge-diffusion/inference-api-key-AbCdEf"
+IMAGES = {
+    "nvidia": "111122223333.dkr.ecr.us-west-2.amazonaws.com/edge-diffusion-cuda:latest",
+    "neuron": "111122223333.dkr.ecr.us-west-2.amazonaws.com/edge-diffusion-neuron:latest",
+}
+SERVICE_ACCOUNT = "inference"
+KEDA_NAMESPACE = "keda"
+
+
+def _config(**overrides) -> edge_config.EdgeConfig:
+    context = json.loads((REPO_ROOT / "cdk.json").read_text())["context"]
+    context.update({f"edge.{key}": json.dumps(value) for key, value in overrides.items()})
+    return edge_config.load_config(context)
+
+
+def _render(cfg: edge_config.EdgeConfig) -> list[dict]:
+    chart = InferenceChart(
+        cdk8s.App(),
+        "inference",
+        workloads=cfg.workloads,
+        accelerators=cfg.accelerators,
+        images={acc: IMAGES[acc] for acc in cfg.accelerators},
+        service_account_name=SERVICE_ACCOUNT,
+        api_key_secret_arn=SECRET_ARN,
+        region=cfg.region,
+        autoscaler_namespace=KEDA_NAMESPACE,
+    )
+    return chart.to_json()
+
+
+def _one(objects: list[dict], kind: str, name: str) -> dict:
+    found = [o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name]
+    assert len(found) == 1, f"expected one {kind}/{name}, found {len(found)}"
+    return found[0]
+
+
+def _of_kind(objects: list[dict], kind: str) -> list[dict]:
+    return [o for o in objects if o["kind"] == kind]
+
+
+def _container(deployment: dict) -> dict:
+    containers = deployment["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1
+    return containers[0]
+
+
+def _env(deployment: dict) -> dict[str, str]:
+    return {e["name"]: e["value"] for e in _container(deployment)["env"]}
+
+
+def _matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+def _server_routes() -> tuple[set[str], frozenset[str]]:
+    """The public app's route paths, and the paths it serves without the API key (kubelet probes send none)."""
+    from serving.api import PUBLIC_PATHS, create_app
+    from serving.engine import Engine
+    from serving.state import ServerState
+
+    engine = Engine(backend=None, max_concurrency=1, max_queue=0, request_timeout=30)
+    try:
+        app = create_app(ServerState(settings=Settings(model="/opt/model"), engine=engine))
+    finally:
+        engine.shutdown()
+    return {route.path for route in app.routes}, PUBLIC_PATHS
+
+
+@pytest.fixture(scope="module")
+def cfg() -> edge_config.EdgeConfig:
+    return _config()
+
+
+@pytest.fixture(scope="module")
+def objects(cfg) -> list[dict]:
+    return _render(cfg)
+
+
+@pytest.fixture(scope="module")
+def deployments(objects) -> dict[str, dict]:
+    return {d["metadata"]["labels"][inference.ACCELERATOR_LABEL]: d for d in _of_kind(objects, "Deployment")}
+
+
+@pytest.fixture(scope="module")
+def edge_service(objects) -> dict:
+    return _one(objects, "Service", inference.SERVICE_NAME)
+
+
+# ---------------------------------------------------------------- schema
+
+
+def test_every_object_validates_strictly(objects):
+    kinds = {o["kind"] for o in objects}
+    assert {"Namespace", "Deployment", "Service", "ScaledObject", "PodDisruptionBudget", "ServiceAccount", "Role",
+            "RoleBinding", "ClusterRole", "ClusterRoleBinding"} <= kinds
+    for obj in objects:
+        validate_k8s_object(obj)
+
+
+def test_schema_validation_rejects_a_misspelt_field(objects):
+    scaled = json.loads(json.dumps(_of_kind(objects, "ScaledObject")[0]))
+    scaled["spec"]["maxReplicas"] = 3  # the CRD field is maxReplicaCount
+    with pytest.raises(AssertionError):
+        validate_k8s_object(scaled)
+
+
+def test_namespaced_objects_live_in_the_workloads_namespace(objects, cfg):
+    cluster_scoped = {"Namespace", "ClusterRole", "ClusterRoleBinding"}
+    for obj in objects:
+        if obj["kind"] in cluster_scoped:
+            assert "namespace" not in obj["metadata"]
+        else:
+            assert obj["metadata"]["namespace"] == cfg.workloads.namespace, obj["metadata"]["name"]
+
+
+# ---------------------------------------------------------------- namespace
+
+
+def test_namespace_enforces_restricted_pod_security(objects, cfg):
+    labels = _one(objects, "Namespace", cfg.workloads.namespace)["metadata"]["labels"]
+    for mode in ("enforce", "audit", "warn"):
+        assert labels[f"pod-security.kubernetes.io/{mode}"] == "restricted"
+
+
+# ---------------------------------------------------------------- deployments
+
+
+def test_one_deployment_per_enabled_accelerator(deployments, cfg):
+    assert set(deployments) == set(cfg.accelerators) == {"nvidia", "neuron"}
+    assert _container(deployments["nvidia"])["image"] == IMAGES["nvidia"]
+    assert "edge-diffusion-cuda" in _container(deployments["nvidia"])["image"]
+    assert _container(deployments["neuron"])["image"] == IMAGES["neuron"]
+
+
+def test_only_enabled_accelerators_get_a_deployment():
+    objects = _render(_config(accelerators=["nvidia"]))
+    assert [d["metadata"]["name"] for d in _of_kind(objects, "Deployment")] == ["inference-nvidia"]
+    assert [s["metadata"]["name"] for s in _of_kind(objects, "ScaledObject")] == ["inference-nvidia"]
+    assert len(_of_kind(objects, "PodDisruptionBudget")) == 1
+
+
+def test_chart_rejects_an_accelerator_without_an_image(cfg):
+    with pytest.raises(ValueError, match="neuron"):
+        InferenceChart(cdk8s.App(), "x", workloads=cfg.workloads, accelerators=["nvidia", "neuron"],
+                       images={"nvidia": IMAGES["nvidia"]}, service_account_name=SERVICE_ACCOUNT,
+                       api_key_secret_arn=SECRET_ARN, region="us-west-2",
+                       autoscaler_namespace=KEDA_NAMESPACE)
+
+
+def test_service_selects_every_deployment(deployments, edge_service):
+    selector = edge_service["spec"]["selector"]
+    for deployment in deployments.values():
+        assert _matches(selector, deployment["spec"]["template"]["metadata"]["labels"])
+        # The Deployment's own selector is narrower: it never adopts the other accelerator's pods.
+        assert _matches(deployment["spec"]["selector"]["matchLabels"], deployment["spec"]["template"]["metadata"]["labels"])
+    own = [d["spec"]["selector"]["matchLabels"] for d in deployments.values()]
+    assert own[0] != own[1]
+
+
+@pytest.mark.parametrize(
+    ("accelerator", "resource", "taint"),
+    [("nvidia", "nvidia.com/gpu", "nvidia.com/gpu"), ("neuron", "aws.amazon.com/neuron", "aws.amazon.com/neuron")],
+)
+def test_accelerator_scheduling_and_resources(deployments, cfg, accelerator, resource, taint):
+    pod = deployments[accelerator]["spec"]["template"]["spec"]
+    assert pod["nodeSelector"][inference.NODEPOOL_LABEL] == accelerator
+    assert pod["tolerations"] == [{"key": taint, "operator": "Exists", "effect": "NoSchedule"}]
+    resources = _container(deployments[accelerator])["resources"]
+    assert resources["limits"][resource] == "1"
+    assert resources["requests"][resource] == "1"
+    other = {"nvidia.com/gpu", "aws.amazon.com/neuron"} - {resource}
+    assert not other & set(resources["limits"])
+    # Guaranteed QoS: CPU and memory requested and capped at the same configured values.
+    assert resources["requests"] == resources["limits"]
+    assert resources["limits"]["cpu"] == cfg.workloads.cpu
+    assert resources["limits"]["memory"] == cfg.workloads.memory
+    assert _env(deployments[accelerator])["SERVING_DEVICE"] == ("cuda" if accelerator == "nvidia" else "neuron")
+
+
+def test_deployments_schedule_onto_their_nodepools(deployments, cfg):
+    """Each Deployment fits a real NodePool of charts/nodepools.py: labels selected, taints tolerated, device limited."""
+    from charts.nodepools import nodepool_objects
+
+    pools = [o for o in nodepool_objects(cfg, node_role="KarpenterNodeRole") if o["kind"] == "NodePool"]
+    for accelerator, deployment in deployments.items():
+        pod = deployment["spec"]["template"]["spec"]
+        resource = next(r for r in _container(deployment)["resources"]["limits"] if "/" in r)
+
+        def fits(pool: dict) -> bool:
+            template = pool["spec"]["template"]
+            labels = dict(template["metadata"]["labels"])
+            labels.update({r["key"]: r["values"][0] for r in template["spec"]["requirements"]
+                           if r["operator"] == "In" and len(r["values"]) == 1})
+            tolerated = all(any(t["key"] == taint["key"] and t["effect"] == taint["effect"] for t in pod["tolerations"])
+                            for taint in template["spec"].get("taints", []))
+            return _matches(pod["nodeSelector"], labels) and tolerated and resource in pool["spec"]["limits"]
+
+        fitting = [p["metadata"]["name"] for p in pools if fits(p)]
+        assert fitting, f"no NodePool runs {accelerator} pods"
+        # ... and none of the other accelerator's pools does.
+        assert all(p.startswith(accelerator) for p in fitting), fitting
+
+
+def test_probes_and_ports_match_what_the_server_serves(deployments, edge_service, cfg):
+    defaults = Settings(model="/opt/model")
+    routes, unauthenticated = _server_routes()
+    assert "/v1/endpoints" in routes
+    for deployment in deployments.values():
+        container = _container(deployment)
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        assert ports == {"http": defaults.port, "metrics": defaults.metrics_port}
+        for probe_name, path in (("startupProbe", "/readyz"), ("readinessProbe", "/readyz"),
+                                 ("livenessProbe", "/healthz")):
+            probe = container[probe_name]["httpGet"]
+            assert probe["path"] == path and path in routes and path in unauthenticated
+            assert ports[probe["port"]] == defaults.port
+    (port,) = edge_service["spec"]["ports"]
+    assert port["port"] == defaults.port
+    assert port["targetPort"] == "http"
+
+
+def test_startup_probe_budget_covers_the_model_load_timeout(deployments, cfg):
+    for deployment in deployments.values():
+        probe = _container(deployment)["startupProbe"]
+        assert probe["periodSeconds"] * probe["failureThreshold"] >= cfg.workloads.model_load_timeout_s
+        # ... and the rollout deadline outlasts a full startup.
+        assert deployment["spec"]["progressDeadlineSeconds"] > cfg.workloads.model_load_timeout_s
+
+
+@pytest.mark.parametrize("load_timeout", [10, 601, 3600])
+def test_startup_budget_follows_the_configured_load_time(load_timeout):
+    objects = _render(_config(workloads={"model_load_timeout_s": load_timeout}))
+    for deployment in _of_kind(objects, "Deployment"):
+        probe = _container(deployment)["startupProbe"]
+        budget = probe["periodSeconds"] * probe["failureThreshold"]
+        assert load_timeout <= budget < load_timeout + probe["periodSeconds"]
+
+
+def test_grace_period_outlasts_prestop_and_drain(deployments, cfg):
+    w = cfg.workloads
+    for deployment in deployments.values():
+        pod = deployment["spec"]["template"]["spec"]
+        container = _container(deployment)
+        prestop = container["lifecycle"]["preStop"]["sleep"]["seconds"]
+        assert prestop == w.prestop_sleep_s
+        assert pod["terminationGracePeriodSeconds"] > prestop + w.drain_timeout_s
+        # The server drains with the same timeout the grace period was computed from.
+        assert float(_env(deployment)["SERVING_DRAIN_TIMEOUT"]) == w.drain_timeout_s
+        assert w.drain_timeout_s >= float(_env(deployment)["SERVING_REQUEST_TIMEOUT"])
+
+
+def test_restricted_security_context(deployments):
+    for deployment in deployments.values():
+        pod = deployment["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["runAsUser"] == 10001
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        sc = _container(deployment)["securityContext"]
+        assert sc["runAsNonRoot"] is True and sc["runAsUser"] == 10001
+        assert sc["allowPrivilegeEscalation"] is False
+        assert sc["privileged"] is False
+        assert sc["capabilities"] == {"drop": ["ALL"]}
+        assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert sc["readOnlyRootFilesystem"] is True
+        # The only writable path is the /tmp emptyDir (HF_HOME lives under it).
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        writable = [m for m in _container(deployment)["volumeMounts"] if not m.get("readOnly")]
+        assert [(m["mountPath"], "emptyDir" in volumes[m["name"]]) for m in writable] == [("/tmp", True)]
+        assert _env(deployment)["HF_HOME"].startswith("/tmp/")
+
+
+def test_service_account_token_only_where_the_inventory_needs_it(objects, deployments):
+    sa = _one(objects, "ServiceAccount", SERVICE_ACCOUNT)
+    assert sa["automountServiceAccountToken"] is False
+    for deployment in deployments.values():
+        pod = deployment["spec"]["template"]["spec"]
+        assert pod["automountServiceAccountToken"] is False
+        assert pod["serviceAccountName"] == SERVICE_ACCOUNT
+        projected = {v["name"]: v for v in pod["volumes"]}["kube-api-access"]["projected"]
+        token = next(s["serviceAccountToken"] for s in projected["sources"] if "serviceAccountToken" in s)
+        assert token["expirationSeconds"] <= 3600
+        mount = next(m for m in _container(deployment)["volumeMounts"] if m["name"] == "kube-api-access")
+        # Exactly where the inventory client reads the token, CA and namespace.
+        assert mount["mountPath"] == str(server_inventory.SERVICE_ACCOUNT_DIR)
+        assert mount["readOnly"] is True
+        paths = {item["path"] for s in projected["sources"] for item in s.get("configMap", {}).get("items", [])}
+        paths |= {s["serviceAccountToken"]["path"] for s in projected["sources"] if "serviceAccountToken" in s}
+        paths |= {i["path"] for s in projected["sources"] for i in s.get("downwardAPI", {}).get("items", [])}
+        assert paths == {"token", "ca.crt", "namespace"}
+
+
+def test_topology_spread_across_nodes_and_zones(deployments):
+    for deployment in deployments.values():
+        constraints = deployment["spec"]["template"]["spec"]["topologySpreadConstraints"]
+        by_key = {c["topologyKey"]: c for c in constraints}
+        assert set(by_key) == {"kubernetes.io/hostname", "topology.kubernetes.io/zone"}
+        for constraint in constraints:
+            assert constraint["labelSelector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+            assert constraint["maxSkew"] == 1
+
+
+def test_pod_disruption_budget_per_deployment(objects, deployments):
+    for accelerator, deployment in deployments.items():
+        pdb = _one(objects, "PodDisruptionBudget", deployment["metadata"]["name"])
+        assert pdb["spec"]["selector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+        assert pdb["spec"]["maxUnavailable"] == 1
+
+
+def test_rollout_never_drops_capacity(deployments):
+    for deployment in deployments.values():
+        assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+        # The HPA owns the replica count; a re-applied manifest must not reset it.
+        assert "replicas" not in deployment["spec"]
+
+
+def test_container_env_is_the_server_contract(deployments, cfg):
+    w = cfg.workloads
+    for deployment in deployments.values():
+        env = _env(deployment)
+        serving_vars = {k for k in env if k.startswith("SERVING_")}
+        known = {env_name(name) for name in Settings.__dataclass_fields__}
+        assert serving_vars <= known, f"unknown server settings: {sorted(serving_vars - known)}"
+        # The server's own parser accepts the environment as the pod gets it (the image sets SERVING_MODEL).
+        settings = settings_from({}, environ={**env, "SERVING_MODEL": "/opt/model"})
+        assert settings.port == inference.HTTP_PORT
+        assert settings.metrics_port == inference.METRICS_PORT
+        assert settings.drain_timeout == w.drain_timeout_s
+        assert settings.request_timeout == w.request_timeout_s
+        assert settings.max_queue == w.max_queue
+        assert settings.max_concurrency == w.max_concurrency
+        assert settings.api_key_secret_arn == SECRET_ARN
+        assert settings.inventory_service == inference.SERVICE_NAME
+        assert settings.inventory_namespace == w.namespace
+        assert settings.inventory_node_port == w.node_port
+        assert env["HF_HOME"] == "/tmp/hf"
+
+
+# ---------------------------------------------------------------- service
+
+
+def test_edge_service_is_a_local_nodeport_on_the_public_port_only(edge_service, cfg):
+    spec = edge_service["spec"]
+    assert spec["type"] == "NodePort"
+    assert spec["externalTrafficPolicy"] == "Local"
+    assert spec["ports"] == [
+        {"name": "http", "protocol": "TCP", "port": 8080, "targetPort": "http", "nodePort": cfg.workloads.node_port}
+    ]
+
+
+def test_metrics_port_is_never_on_a_nodeport(objects):
+    for service in _of_kind(objects, "Service"):
+        for port in service["spec"]["ports"]:
+            if port["port"] == inference.METRICS_PORT or port["targetPort"] == "metrics":
+                assert service["spec"]["type"] == "ClusterIP"
+                assert "nodePort" not in port
+
+
+def test_network_policy_keeps_the_metrics_port_for_the_autoscaler(objects, deployments):
+    (policy,) = _of_kind(objects, "NetworkPolicy")
+    spec = policy["spec"]
+    for deployment in deployments.values():
+        assert _matches(spec["podSelector"]["matchLabels"], deployment["spec"]["template"]["metadata"]["labels"])
+    assert spec["policyTypes"] == ["Ingress"]
+    by_port = {rule["ports"][0]["port"]: rule for rule in spec["ingress"]}
+    assert set(by_port) == {inference.HTTP_PORT, inference.METRICS_PORT}
+    assert "from" not in by_port[inference.HTTP_PORT]
+    assert by_port[inference.METRICS_PORT]["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": KEDA_NAMESPACE}}}
+    ]
+
+
+def test_node_port_comes_from_config():
+    objects = _render(_config(workloads={"node_port": 31555}))
+    (port,) = _one(objects, "Service", inference.SERVICE_NAME)["spec"]["ports"]
+    assert port["nodePort"] == 31555
+    for deployment in _of_kind(objects, "Deployment"):
+        assert _env(deployment)["SERVING_INVENTORY_NODE_PORT"] == "31555"
+
+
+# ---------------------------------------------------------------- inventory RBAC
+
+
+def test_inventory_rbac_is_minimal_and_read_only(objects, cfg):
+    roles = _of_kind(objects, "Role")
+    cluster_roles = _of_kind(objects, "ClusterRole")
+    assert len(roles) == 1 and len(cluster_roles) == 1
+    assert roles[0]["rules"] == [
+        {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch"]}
+    ]
+    assert cluster_roles[0]["rules"] == [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list"]}]
+    subject = {"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": cfg.workloads.namespace}
+    (binding,) = _of_kind(objects, "RoleBinding")
+    assert binding["roleRef"]["name"] == roles[0]["metadata"]["name"] and binding["subjects"] == [subject]
+    (cluster_binding,) = _of_kind(objects, "ClusterRoleBinding")
+    assert cluster_binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                                          "name": cluster_roles[0]["metadata"]["name"]}
+    assert cluster_binding["subjects"] == [subject]
+
+
+def test_inventory_lists_the_edge_service_endpoints(objects, cfg):
+    """EndpointSlices of the edge Service, as the API would publish them, turn into device URLs."""
+    service = _one(objects, "Service", inference.SERVICE_NAME)
+    endpoint_slice = {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {"name": "edge-diffusion-abcde", "namespace": cfg.workloads.namespace,
+                     "labels": {server_inventory.SERVICE_NAME_LABEL: service["metadata"]["name"]}},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+        "endpoints": [{"addresses": ["10.40.128.12"], "conditions": {"ready": True, "serving": True,
+                                                                       "terminating": False},
+                       "nodeName": "ip-10-40-128-5.us-west-2.compute.internal", "zone": "us-west-2-lax-1a"}],
+    }
+    node = {
+        "metadata": {"name": "ip-10-40-128-5.us-west-2.compute.internal",
+                     "labels": {"topology.kubernetes.io/zone": "us-west-2-lax-1a",
+                                "karpenter.k8s.aws/instance-gpu-manufacturer": "nvidia",
+                                inference.NODEPOOL_LABEL: "nvidia"}},
+        "spec": {"taints": [{"key": "nvidia.com/gpu", "effect": "NoSchedule"}]},
+        "status": {"addresses": [{"type": "InternalIP", "address": "10.40.128.5"},
+                                 {"type": "ExternalIP", "address": "198.51.100.7"}],
+                   "conditions": [{"type": "Ready", "status": "True"}]},
+    }
+    validate_k8s_object(endpoint_slice)
+    items = server_inventory.endpoints_from_objects([endpoint_slice], [node], service["spec"]["ports"][0]["nodePort"])
+    assert items == [{"url": f"http://198.51.100.7:{cfg.workloads.node_port}", "zone": "us-west-2-lax-1a",
+                      "accelerator": "nvidia", "ready": True}]
+
+
+# ---------------------------------------------------------------- autoscaling
+
+
+def test_one_scaled_object_per_deployment_on_the_load_signal(objects, deployments, cfg):
+    w = cfg.workloads
+    for accelerator, deployment in deployments.items():
+        scaled = _one(objects, "ScaledObject", deployment["metadata"]["name"])["spec"]
+        assert scaled["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
+                                            "name": deployment["metadata"]["name"]}
+        assert scaled["minReplicaCount"] == w.min_replicas
+        assert scaled["maxReplicaCount"] == w.max_replicas
+        (trigger,) = scaled["triggers"]
+        assert trigger["type"] == "metrics-api"
+        assert trigger["metricType"] == "Value"
+        meta = trigger["metadata"]
+        assert float(meta["targetValue"]) == w.target_load
+        assert meta["valueLocation"] == "load"
+        # The URL points at this Deployment's metrics Service, which selects exactly its pods on 9090.
+        host, _, rest = meta["url"].removeprefix("http://").partition(":")
+        service_name, namespace = host.split(".")[:2]
+        assert namespace == w.namespace
+        service = _one(objects, "Service", service_name)
+        assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+        (port,) = service["spec"]["ports"]
+        assert rest == f"{port['port']}/load" and port["port"] == Settings(model="x").metrics_port
+        assert port["targetPort"] == "metrics"
+
+
+def test_scale_down_waits_for_drains(objects, deployments, cfg):
+    for deployment in deployments.values():
+        grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        behavior = _one(objects, "ScaledObject", deployment["metadata"]["name"])["spec"]["advanced"][
+            "horizontalPodAutoscalerConfig"]["behavior"]
+        down = behavior["scaleDown"]
+        assert down["stabilizationWindowSeconds"] == cfg.workloads.scale_down_stabilization_s
+        assert down["policies"] == [{"type": "Pods", "value": 1, "periodSeconds": down["policies"][0]["periodSeconds"]}]
+        # At most one pod leaves per full grace period: each finishes draining before the next is chosen.
+        assert down["policies"][0]["periodSeconds"] >= grace
+
+
+def test_load_signal_is_what_the_server_reports():
+    """The scaler reads `load` from GET /load on the metrics port: (in_flight + queued) / max_concurrency."""
+    from serving.engine import Engine
+    from serving.metrics import Metrics
+
+    engine = Engine(backend=None, max_concurrency=2, max_queue=3, request_timeout=30)
+    try:
+        engine.running, engine.waiting = 1, 3
+        snapshot = engine.load_snapshot()
+    finally:
+        engine.shutdown()
+    assert snapshot[inference.LOAD_FIELD] == 2.0
+    routes = {route.path for route in Metrics(engine.load_snapshot, lambda: True).app().routes}
+    assert inference.LOAD_PATH in routes
+
+
+# ---------------------------------------------------------------- images and digests
+
+
+def test_tag_images_are_always_pulled_and_documented_for_checkov(deployments):
+    for deployment in deployments.values():
+        assert _container(deployment)["imagePullPolicy"] == "Always"
+        skips = {v.split("=", 1)[0] for k, v in deployment["metadata"]["annotations"].items()
+                 if k.startswith("checkov.io/skip")}
+        assert skips == {"CKV_K8S_43", "CKV_K8S_14"}
+
+
+def test_digest_pinned_images_need_no_checkov_skip():
+    digest = "sha256:" + "a" * 64
+    objects = _render(_config(workloads={"image_tag": digest}))
+    for deployment in _of_kind(objects, "Deployment"):
+        assert _container(deployment)["imagePullPolicy"] == "IfNotPresent"
+        assert "annotations" not in deployment["metadata"]
+
+
+# ---------------------------------------------------------------- config validation
+
+
+@pytest.mark.parametrize(
+    ("workloads", "field", "message"),
+    [
+        ({"node_port": 8080}, "edge.workloads.node_port", "between 30000 and 32767"),
+        ({"node_port": 32768}, "edge.workloads.node_port", "between 30000 and 32767"),
+        ({"min_replicas": 5, "max_replicas": 2}, "edge.workloads.min_replicas", "min_replicas <= max_replicas"),
+        ({"min_replicas": 0}, "edge.workloads.min_replicas", "between 1 and 100"),
+        ({"drain_timeout_s": 10, "request_timeout_s": 30}, "edge.workloads.drain_timeout_s",
+         "drain_timeout_s >= request_timeout_s"),
+        ({"target_load": 0}, "edge.workloads.target_load", "between 0.1 and 64"),
+        ({"memory": "12GB"}, "edge.workloads.memory", "12Gi"),
+        ({"memory": "1Gi"}, "edge.workloads.memory", "at least"),
+        ({"cpu": "500m"}, "edge.workloads.cpu", "at least"),
+        ({"namespace": "kube-system"}, "edge.workloads.namespace", "dedicated namespace"),
+        ({"namespace": "Edge_Diffusion"}, "edge.workloads.namespace", "DNS label"),
+        ({"image_tag": "sha256:xyz"}, "edge.workloads.image_tag", "digest"),
+        ({"replicas": 2}, "edge.workloads.replicas", "unknown field"),
+    ],
+)
+def test_bad_workloads_config_names_the_field(workloads, field, message):
+    with pytest.raises(edge_config.ConfigError) as excinfo:
+        _config(workloads=workloads)
+    text = str(excinfo.value)
+    assert text.startswith(f"{field}:"), text
+    assert message in text
+
+
+def test_context_override_of_one_field():
+    context = json.loads((REPO_ROOT / "cdk.json").read_text())["context"]
+    context["edge.workloads.max_replicas"] = "7"
+    cfg = edge_config.load_config(context)
+    assert cfg.workloads.max_replicas == 7
+    objects = _render(cfg)
+    assert {s["spec"]["maxReplicaCount"] for s in _of_kind(objects, "ScaledObject")} == {7}
+
+
+def test_startup_failure_threshold_rounds_up():
+    assert inference.startup_failure_threshold(601) == math.ceil(601 / inference.STARTUP_PERIOD_S)
+
+
+def test_rendered_chart_snapshot(objects, snapshot):
+    """Every object as rendered from the default config; review the diff when the chart changes."""
+    assert objects == snapshot

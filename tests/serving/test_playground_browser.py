@@ -1,0 +1,137 @@
+"""The playground in a real browser: Debian's Chromium, driven by Playwright, against a real server subprocess."""
+from __future__ import annotations
+
+import re
+import shutil
+
+import pytest
+
+from tests.serving.conftest import LiveServer
+
+CHROMIUM = "/usr/bin/chromium"
+KEY = "playground-key-42"
+# No sandbox: test containers lack the user namespaces it needs. The rest keeps Chromium from calling home.
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def live_server(tiny_model, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("playground-server")
+    key_file = workdir / "api-key"
+    key_file.write_text(KEY)
+    # --max-steps 4 lets the test provoke a server-side validation error the page's own checks allow.
+    server = LiveServer(tiny_model, workdir / "server.log", "--api-key-file", str(key_file), "--max-steps", "4")
+    try:
+        yield server.wait_ready()
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if shutil.which(CHROMIUM) is None:
+        pytest.fail(f"{CHROMIUM} is missing: run `make browser` (installs Debian's chromium package)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=60_000)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def page(browser, live_server):
+    context = browser.new_context(viewport={"width": 1100, "height": 820})
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    page.problems = []
+    page.requests = []
+    page.on("pageerror", lambda exc: page.problems.append(f"page error: {exc}"))
+    page.on("console", lambda msg: msg.type == "warning" and page.problems.append(f"console: {msg.text}"))
+    page.on("request", lambda request: page.requests.append(request.url))
+    yield page
+    context.close()
+
+
+def test_generate_one_image(page, live_server, tmp_path):
+    page.goto(live_server.url + "/")
+    assert page.title() == "edge-diffusion playground"
+    # Every control is reachable through its label (what a screen reader announces).
+    for label in ("Prompt", "Negative prompt (optional)", "Width", "Height", "Steps", "Guidance", "Seed"):
+        assert page.get_by_label(label, exact=True).count() == 1, label
+
+    page.get_by_label("Prompt", exact=True).fill("a lighthouse on a cliff at sunset")
+    page.get_by_label("Negative prompt (optional)").fill("blurry")
+    page.get_by_label("Seed").fill("1234")
+
+    # Without the key the server answers 401 and the page says what to do.
+    page.click("#generate-button")
+    error = page.locator("#error")
+    error.wait_for(state="visible")
+    assert error.get_attribute("role") == "alert"
+    assert error.inner_text().startswith("401") and "API key" in error.inner_text()
+
+    # A value the page allows but this server's bounds do not: the server's JSON error message is shown.
+    page.click("#auth summary")
+    page.fill("#api-key", KEY)
+    page.fill("#steps", "10")
+    page.click("#generate-button")
+    page.wait_for_function("document.getElementById('error').textContent.startsWith('422')")
+    assert "num_inference_steps" in error.inner_text()
+    page.screenshot(path=str(tmp_path / "playground-error.png"), full_page=True)
+
+    page.fill("#steps", "2")
+    page.click("#generate-button")
+    page.wait_for_function("document.getElementById('result-image').naturalWidth > 0")
+    page.wait_for_function("document.getElementById('result-size').textContent !== '–'")
+    assert error.is_hidden()
+    image = page.locator("#result-image")
+    assert image.evaluate("img => [img.naturalWidth, img.naturalHeight]") == [64, 64]
+    assert image.get_attribute("alt") == "Generated image for the prompt: a lighthouse on a cliff at sunset"
+    assert image.get_attribute("src").startswith("blob:")
+    assert re.fullmatch(r"\d+ ms|\d+\.\d\d s", page.inner_text("#latency-server"))
+    assert re.fullmatch(r"\d+ ms|\d+\.\d\d s", page.inner_text("#latency-roundtrip"))
+    assert page.inner_text("#result-seed") == "1234"
+    assert page.inner_text("#result-size") == "64 × 64"
+    assert page.inner_text("#status").startswith("Done in")
+    assert page.locator("#output").get_attribute("aria-busy") == "false"
+    page.screenshot(path=str(tmp_path / "playground.png"), full_page=True)
+
+    # "Use this seed" round-trips the server's X-Seed into the form.
+    page.fill("#seed", "")
+    page.click("#reuse-seed")
+    assert page.input_value("#seed") == "1234"
+
+    # The key survives a reload of the tab (sessionStorage), and nothing was fetched from another origin.
+    page.reload()
+    assert page.input_value("#api-key") == KEY
+    origin = live_server.url + "/"
+    # blob: URLs are the generated image handed from fetch() to <img>; they never leave the browser.
+    foreign = [url for url in page.requests if not url.removeprefix("blob:").startswith(origin)]
+    assert page.requests and foreign == [], page.requests
+    assert page.problems == []
+
+    generate_logs = [e for e in live_server.log_entries() if e.get("path") == "/generate" or
+                     e.get("route") == "generate"]
+    assert [e.get("status") for e in generate_logs][-3:] == [401, 422, 200], generate_logs[-3:]
+
+
+def test_invalid_input_is_caught_before_sending(page, live_server):
+    page.goto(live_server.url + "/")
+    page.click("#generate-button")
+    assert page.inner_text("#error") == "Enter a prompt."
+    assert page.get_attribute("#prompt", "aria-invalid") == "true"
+
+    page.fill("#prompt", "a cat")
+    page.fill("#width", "100")
+    page.click("#generate-button")
+    assert page.inner_text("#error") == "Width must be a multiple of 8."
+    assert page.evaluate("document.activeElement.id") == "width"
+    assert not any(url.endswith("/generate") for url in page.requests)
