@@ -96,6 +96,8 @@ def _str(data: Mapping[str, Any], key: str, path: str, default: Any = ..., *, pa
 def _int(data: Mapping[str, Any], key: str, path: str, default: int, *, minimum: int, maximum: int) -> int:
     p = f"{path}.{key}"
     value = data.get(key, default)
+    if isinstance(value, _NumberText):
+        value = value.number
     if isinstance(value, bool) or not isinstance(value, int):
         raise _fail(p, f"expected an integer, got {value!r}", f"give a whole number between {minimum} and {maximum}")
     if not minimum <= value <= maximum:
@@ -168,6 +170,9 @@ class LocalZoneConfig:
     instance_families: tuple[str, ...]
     # Most Local Zones only offer gp2; nodes there get gp2 root volumes unless this is set.
     gp3_available: bool = False
+    # Optional private subnet whose egress goes through the parent-region NAT (for components that must not
+    # have public IPs); Karpenter never uses it, since devices reach inference nodes on their public IPs.
+    private_subnet_cidr: str | None = None
 
     @property
     def accelerators(self) -> tuple[str, ...]:
@@ -179,7 +184,7 @@ class LocalZoneConfig:
     @classmethod
     def from_dict(cls, data: Any, path: str, region: str) -> "LocalZoneConfig":
         data = _mapping(data, path)
-        _check_keys(data, path, ("name", "subnet_cidr", "instance_families", "gp3_available"),
+        _check_keys(data, path, ("name", "subnet_cidr", "private_subnet_cidr", "instance_families", "gp3_available"),
                     ("name", "subnet_cidr", "instance_families"))
         name = _str(data, "name", path)
         lz_re = re.compile(rf"^{re.escape(region)}-[a-z]+-\d+[a-z]$")
@@ -199,11 +204,15 @@ class LocalZoneConfig:
 
         families = _str_list(data, "instance_families", path, ..., check=family)
         _network(data["subnet_cidr"], f"{path}.subnet_cidr")
+        private = data.get("private_subnet_cidr")
+        if private is not None:
+            _network(private, f"{path}.private_subnet_cidr")
         return cls(
             name=name,
             subnet_cidr=data["subnet_cidr"],
             instance_families=families,
             gp3_available=_bool(data, "gp3_available", path, False),
+            private_subnet_cidr=private,
         )
 
 
@@ -675,19 +684,22 @@ class EdgeConfig:
         for group, blocks in region_blocks.items():
             for az, block in zip(azs, blocks):
                 subnets.append((f"region {group} subnet in {az}", ipaddress.ip_network(block)))
+        last_region = max(ipaddress.ip_network(b) for blocks in region_blocks.values() for b in blocks)
         for i, lz in enumerate(local_zones):
-            p = f"{path}.local_zones[{i}].subnet_cidr"
-            net = ipaddress.ip_network(lz.subnet_cidr)
-            if not net.subnet_of(vpc_net):
-                raise _fail(p, f"{net} is outside the VPC CIDR {vpc_net}", f"pick a block inside {vpc_net}")
-            if not 20 <= net.prefixlen <= 26:
-                raise _fail(p, f"/{net.prefixlen} is outside /20-/26", "use e.g. a /22")
-            for other_path, other in subnets:
-                if net.overlaps(other):
-                    last_region = max(ipaddress.ip_network(b) for bl in region_blocks.values() for b in bl)
-                    raise _fail(p, f"{net} overlaps {other} ({other_path})",
-                                f"choose a block that overlaps nothing else, above {last_region.broadcast_address}")
-            subnets.append((p, net))
+            for key, cidr in (("subnet_cidr", lz.subnet_cidr), ("private_subnet_cidr", lz.private_subnet_cidr)):
+                if cidr is None:
+                    continue
+                p = f"{path}.local_zones[{i}].{key}"
+                net = ipaddress.ip_network(cidr)
+                if not net.subnet_of(vpc_net):
+                    raise _fail(p, f"{net} is outside the VPC CIDR {vpc_net}", f"pick a block inside {vpc_net}")
+                if not 20 <= net.prefixlen <= 26:
+                    raise _fail(p, f"/{net.prefixlen} is outside /20-/26", "use e.g. a /22")
+                for other_path, other in subnets:
+                    if net.overlaps(other):
+                        raise _fail(p, f"{net} overlaps {other} ({other_path})", "choose a block that overlaps "
+                                    f"nothing else, above {last_region.broadcast_address}")
+                subnets.append((p, net))
 
         def cidr_list(key: str, default: Any) -> tuple[str, ...]:
             values = _str_list(data, key, path, default, check=lambda v, p: _network(v, p))
@@ -766,12 +778,27 @@ class EdgeConfig:
 # ---------------------------------------------------------------- context loading
 
 
+class _NumberText(str):
+    """A `-c` value that parses as a JSON number but may be meant as text (image tag "1.10", account id)."""
+
+    number: int | float
+
+    def __new__(cls, text: str, number: int | float) -> "_NumberText":
+        obj = super().__new__(cls, text)
+        obj.number = number
+        return obj
+
+
 def _parse_value(raw: Any) -> Any:
     if isinstance(raw, str):
         try:
-            return json.loads(raw)
+            parsed = json.loads(raw)
         except ValueError:
             return raw
+        if isinstance(parsed, (int, float)) and not isinstance(parsed, bool):
+            # Integer fields read .number; string fields keep the exact text the user typed.
+            return _NumberText(raw.strip(), parsed)
+        return parsed
     return raw
 
 

@@ -276,7 +276,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         "options": asdict(options) if options is not None else None,
                         "p50_ms": round(p50, 3), "p90_ms": round(_percentile(times, 90), 3),
                         "min_ms": round(min(times), 3), "iters": len(times),
-                        "tflop": round(tflop, 4), "achieved_tflops": round(achieved, 3),
+                        "tflop": round(tflop, 6), "achieved_tflops": round(achieved, 6),
                         "fraction_of_peak": round(achieved / peak, 4) if peak else None,
                     })
                     print(f"{name:>15} {size:>4}px {steps:>2} steps cfg={'on ' if cfg else 'off'} "

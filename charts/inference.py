@@ -1,5 +1,5 @@
-"""The inference workloads: namespace, one Deployment per accelerator, the NodePort edge Service,
-the endpoint-inventory RBAC and one KEDA ScaledObject per Deployment.
+"""The inference workloads: namespace, one Deployment per accelerator, the NodePort edge Service, the
+endpoint-inventory RBAC, a NetworkPolicy, and per Deployment a PDB, a metrics Service and a KEDA ScaledObject.
 
 Objects are plain ``cdk8s.ApiObject``s built from dicts: every field is written out explicitly (no
 library-injected defaults) and the tests validate each object against the strict Kubernetes 1.35 schema

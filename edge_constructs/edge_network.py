@@ -63,6 +63,7 @@ class EdgeNetwork(Construct):
             self._tag_subnet(subnet, cluster_name, subnet.availability_zone, "region")
 
         self.local_zone_subnets: dict[str, ec2.PublicSubnet] = {}
+        self.local_zone_private_subnets: dict[str, ec2.PrivateSubnet] = {}
         for lz in config.local_zones:
             subnet = ec2.PublicSubnet(
                 self,
@@ -76,6 +77,23 @@ class EdgeNetwork(Construct):
             cdk.Tags.of(subnet).add("Name", f"{cdk.Stack.of(self).stack_name}/LocalZone-{lz.name}")
             self._tag_subnet(subnet, cluster_name, lz.name, "local-zone")
             self.local_zone_subnets[lz.name] = subnet
+            if lz.private_subnet_cidr:
+                private = ec2.PrivateSubnet(
+                    self,
+                    f"LocalZonePrivate-{lz.name}",
+                    vpc_id=self.vpc.vpc_id,
+                    availability_zone=lz.name,
+                    cidr_block=lz.private_subnet_cidr,
+                    map_public_ip_on_launch=False,
+                )
+                # Local Zones have no NAT gateway of their own: egress hairpins through the region's NAT.
+                private.add_default_nat_route(self._nat_gateway_id())
+                cdk.Tags.of(private).add("Name", f"{cdk.Stack.of(self).stack_name}/LocalZonePrivate-{lz.name}")
+                self.local_zone_private_subnets[lz.name] = private
+
+    def _nat_gateway_id(self) -> str:
+        nat = self.vpc.public_subnets[0].node.find_child("NATGateway")
+        return nat.ref
 
     @staticmethod
     def _tag_subnet(subnet: ec2.ISubnet, cluster_name: str, zone: str, tier: str) -> None:

@@ -81,6 +81,15 @@ class ImageBuildProject(Construct):
         repository.grant(self.project, "ecr:DescribeImages")
         if model_bucket is not None:
             model_bucket.grant_read(self.project, f"{model_prefix}*")
+            partition = cdk.Stack.of(self).partition
+            if cdk.Token.is_unresolved(partition):
+                partition = "<AWS::Partition>"
+            acknowledge(
+                self.project,
+                f"AwsSolutions-IAM5[Resource::arn:{partition}:s3:::{model_bucket.bucket_name}/{model_prefix}*]",
+                "Read-only access to the configured model_s3_uri prefix: the model is a directory whose file "
+                "names the build only learns when it lists the prefix.",
+            )
 
         acknowledge(
             self.project,

@@ -209,7 +209,7 @@ def write_plot(result: dict, path: Path) -> None:
     failed = [s for s in samples if not s["ok"]]
     cfg = result["config"]
     fig, (timeline, histogram) = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
-    fig.suptitle(f"{cfg['url']} {ENDPOINT_PATHS[cfg['endpoint']]}: {cfg['width']}x{cfg['height']}, "
+    fig.suptitle(f"{cfg['url']}{ENDPOINT_PATHS[cfg['endpoint']]}: {cfg['width']}x{cfg['height']}, "
                  f"steps={cfg['steps'] or 'default'}, concurrency={cfg['concurrency']}, {result['requests']} requests")
     timeline.scatter([s["started_s"] for s in ok], [s["latency_ms"] for s in ok], s=12, label="ok")
     if failed:

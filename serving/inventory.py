@@ -19,6 +19,8 @@ SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 DEFAULT_API_URL = "https://kubernetes.default.svc"
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 ZONE_LABEL = "topology.kubernetes.io/zone"
+# Set by this project's Karpenter NodePools (charts/nodepools.py) on every node they launch.
+ACCELERATOR_LABEL = "edge-diffusion.aws/accelerator"
 # Karpenter taints a node it is about to consolidate, drift-replace or expire; its pods are evicted soon.
 KARPENTER_DISRUPTED_TAINT = "karpenter.sh/disrupted"
 
@@ -47,6 +49,8 @@ def node_accelerator(node: dict) -> str:
 
     # Labels come first: they exist as soon as Karpenter launches the node, before the device plugin
     # has registered the extended resource.
+    if labels.get(ACCELERATOR_LABEL) in ("nvidia", "neuron"):
+        return labels[ACCELERATOR_LABEL]
     if labels.get("karpenter.k8s.aws/instance-gpu-manufacturer", "").lower() == "nvidia":
         return "nvidia"
     if any(key == "nvidia.com/gpu" or key.startswith("nvidia.com/gpu.") for key in labels):

@@ -257,3 +257,12 @@ def test_build_app_rejects_bad_config_before_synth():
 
     with pytest.raises(ConfigError, match=r"edge\.allowed_client_cidrs\[0\]"):
         build_app({"edge.allowed_client_cidrs": '["0.0.0.0/0"]'})
+
+
+def test_numeric_looking_overrides_keep_their_text_for_string_fields():
+    cfg = load_config(ctx(account="123456789012", workloads__image_tag="1.10", workloads__node_port="30090"))
+    assert cfg.account == "123456789012"
+    assert cfg.workloads.image_tag == "1.10"
+    assert cfg.workloads.node_port == 30090
+    assert load_config(ctx(kubernetes_version="1.35")).kubernetes_version == "1.35"
+    assert "expected an integer" in error_for(workloads__node_port="30090.5")

@@ -162,3 +162,11 @@ def test_a_misspelt_field_fails_validation():
     pool["spec"]["disruption"]["consolidationPolicyy"] = "WhenEmpty"
     with pytest.raises(AssertionError, match="consolidationPolicyy"):
         validate_k8s_object(pool)
+
+
+def test_selector_tags_match_the_tags_the_network_puts_on_subnets():
+    from charts import nodepools
+    from edge_constructs import edge_network
+
+    assert nodepools.DISCOVERY_TAG == edge_network.DISCOVERY_TAG
+    assert nodepools.ZONE_TAG == edge_network.ZONE_TAG

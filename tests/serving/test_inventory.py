@@ -49,6 +49,7 @@ def make_node(
 ) -> dict:
     """A Node as `kubectl get node -o json` prints it for a Karpenter-launched EKS node."""
     family, size = instance_type.split(".")
+    zone_type = "local-zone" if "-lax-" in zone else "region"
     labels = {
         "beta.kubernetes.io/arch": "amd64",
         "beta.kubernetes.io/instance-type": instance_type,
@@ -65,6 +66,8 @@ def make_node(
         "karpenter.k8s.aws/instance-memory": "16384",
         "karpenter.k8s.aws/instance-size": size,
         "karpenter.sh/capacity-type": "on-demand",
+        **({"edge-diffusion.aws/accelerator": nodepool, "edge-diffusion.aws/zone-type": zone_type}
+           if nodepool in ("nvidia", "neuron") else {}),
         "karpenter.sh/initialized": "true",
         "karpenter.sh/nodepool": nodepool,
         "karpenter.sh/registered": "true",
@@ -352,6 +355,8 @@ def _bare_node(labels=None, capacity=None):
 @pytest.mark.parametrize(
     ("node", "expected"),
     [
+        (_bare_node({"edge-diffusion.aws/accelerator": "neuron"}), "neuron"),
+        (_bare_node({"edge-diffusion.aws/accelerator": "nvidia"}), "nvidia"),
         (_bare_node({"karpenter.k8s.aws/instance-gpu-manufacturer": "nvidia"}), "nvidia"),
         (_bare_node({"nvidia.com/gpu.present": "true"}), "nvidia"),
         (_bare_node({"nvidia.com/gpu": "true"}), "nvidia"),

@@ -39,8 +39,13 @@ def test_schema_lists_every_operation(api_schema):
     assert found == set(OPERATIONS)
 
 
-@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
-@pytest.mark.parametrize("label", OPERATIONS)
+# Negative (schema-violating) data only exists for operations that take input.
+CASES = [(op, GenerationMode.POSITIVE) for op in OPERATIONS] + [
+    (op, GenerationMode.NEGATIVE) for op in OPERATIONS if op.startswith("POST")
+]
+
+
+@pytest.mark.parametrize(("label", "mode"), CASES)
 def test_operation_conforms_to_schema(api_schema, label, mode):
     operation = next(r.ok() for r in api_schema.get_all_operations() if f"{r.ok().method.upper()} {r.ok().path}" == label)
 

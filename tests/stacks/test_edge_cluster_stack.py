@@ -401,3 +401,85 @@ def test_synth_needs_no_context_lookups(cloud_assembly):
     assert not manifest.get("missing"), manifest.get("missing")
     environments = {stack.environment.region for stack in cloud_assembly.stacks}
     assert environments == {CONFIG.region}
+
+
+# ---------------------------------------------------------------- tools/render_manifests unit behaviour
+
+
+def test_intrinsics_render_as_readable_placeholders():
+    from tools.render_manifests import render_intrinsics
+
+    assert render_intrinsics({"Ref": "NodeRole1234ABCD"}) == "<Ref:NodeRole1234ABCD>"
+    assert render_intrinsics({"Ref": "AWS::Region"}) == "<AWS::Region>"
+    assert render_intrinsics({"Fn::GetAtt": ["Queue", "QueueName"]}) == "<GetAtt:Queue.QueueName>"
+    assert render_intrinsics({"Fn::GetAtt": "Queue.Arn"}) == "<GetAtt:Queue.Arn>"
+    assert render_intrinsics({"Fn::Join": ["-", ["a", {"Ref": "B"}]]}) == "a-<Ref:B>"
+    assert render_intrinsics({"Fn::Sub": "arn:${AWS::Partition}:x:${Bucket.Arn}:${Name}"}) == (
+        "arn:<AWS::Partition>:x:<GetAtt:Bucket.Arn>:<Ref:Name>")
+    assert render_intrinsics({"Fn::Sub": ["${X}-y", {"X": {"Ref": "Z"}}]}) == "<Ref:Z>-y"
+    assert render_intrinsics({"Fn::Select": [1, ["a", "b"]]}) == "b"
+    assert render_intrinsics({"plain": {"nested": [1, {"Ref": "R"}]}}) == {"plain": {"nested": [1, "<Ref:R>"]}}
+
+
+def test_extract_manifests_reads_manifests_and_helm_embedded_objects():
+    config_map = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}, "data": {"role": "R"}}
+    template = {"Resources": {
+        "EksCluster12345678": {"Type": "AWS::EKS::Cluster", "Properties": {}},
+        "EksClustermanifestThingsABCDEF12": {
+            "Type": "Custom::AWSCDK-EKS-KubernetesResource",
+            "Properties": {"Manifest": {"Fn::Join": ["", [json.dumps([config_map])[:-3], ', "role2": "',
+                                                          {"Ref": "Role"}, '"}}]']]}},
+        },
+        "EksClusterchartToolDEADBEEF": {
+            "Type": "Custom::AWSCDK-EKS-HelmChart",
+            "Properties": {"Chart": "tool", "Release": "tool", "Version": "1.0.0", "Namespace": "t",
+                           "Values": json.dumps({"replicas": 2, "extraObjects": [config_map]})},
+        },
+    }}
+    groups = extract_manifests(template)
+    assert groups["Things"][0]["data"] == {"role": "R", "role2": "<Ref:Role>"}
+    assert groups["Tool-values"] == [config_map]
+    assert extract_helm_releases(template)["Tool"]["values"]["replicas"] == 2
+
+
+def test_extract_manifests_rejects_a_manifest_that_is_not_json():
+    from tools.render_manifests import RenderError
+
+    template = {"Resources": {"BadABCDEF12": {"Type": "Custom::AWSCDK-EKS-KubernetesResource",
+                                              "Properties": {"Manifest": "{not json"}}}}
+    with pytest.raises(RenderError, match="BadABCDEF12.Manifest"):
+        extract_manifests(template)
+
+
+def test_optional_local_zone_private_subnet_routes_through_the_region_nat():
+    """Network construct alone (no EKS), so a second layout costs no full synth."""
+    import aws_cdk as cdk
+    from aws_cdk.assertions import Template
+
+    from edge_constructs.edge_network import EdgeNetwork
+
+    context = json.loads(json.dumps(DEFAULT_CONTEXT))
+    context["edge.local_zones.0.private_subnet_cidr"] = "10.40.136.0/24"
+    cfg = load_config(context)
+    stack = cdk.Stack(cdk.App(), "NetworkOnly", env=cdk.Environment(region=cfg.region))
+    network = EdgeNetwork(stack, "Network", config=cfg)
+    subnets = Template.from_stack(stack).find_resources("AWS::EC2::Subnet")
+    [(private_id, private)] = [(k, s) for k, s in subnets.items()
+                               if s["Properties"]["CidrBlock"] == "10.40.136.0/24"]
+    assert private["Properties"]["AvailabilityZone"] == "us-west-2-lax-1a"
+    assert not private["Properties"].get("MapPublicIpOnLaunch")
+    assert DISCOVERY not in tags(private), "Karpenter must only use the public Local Zone subnet"
+    routes = Template.from_stack(stack).find_resources("AWS::EC2::Route")
+    table = network.local_zone_private_subnets["us-west-2-lax-1a"].route_table.route_table_id
+    nat_routes = [r for r in routes.values() if "NatGatewayId" in r["Properties"]
+                  and r["Properties"]["RouteTableId"] == stack.resolve(table)]
+    assert len(nat_routes) == 1 and nat_routes[0]["Properties"]["DestinationCidrBlock"] == "0.0.0.0/0"
+
+
+def test_local_zone_private_subnet_overlap_is_a_config_error():
+    from edge_config import ConfigError
+
+    context = json.loads(json.dumps(DEFAULT_CONTEXT))
+    context["edge.local_zones.0.private_subnet_cidr"] = "10.40.129.0/24"
+    with pytest.raises(ConfigError, match=r"^edge\.local_zones\[0\]\.private_subnet_cidr: 10\.40\.129\.0/24 overlaps"):
+        load_config(context)

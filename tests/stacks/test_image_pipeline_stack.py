@@ -251,3 +251,76 @@ def test_build_fingerprint_changes_with_the_model_only():
         {"model_revision": "0" * 40}, "edge.pipeline").build_fingerprint
     assert base.build_fingerprint != PipelineConfig.from_dict(
         {"neuron_compile": {"height": 768, "width": 768}}, "edge.pipeline").build_fingerprint
+
+
+# ---------------------------------------------------------------- the optional sources (one extra synth)
+
+ALTERNATE = {
+    "source": "codeconnections",
+    "connection_arn": "arn:aws:codeconnections:us-west-2:123456789012:connection/12345678-1234-1234-1234-123456789012",
+    "repository": "example/edge-diffusion",
+    "model_source": "s3",
+    "model_s3_uri": "s3://example-models/sd-turbo/v1/",
+    "hf_token_secret_name": "edge-diffusion/hf-token",
+    "notification_emails": ["ops@example.com"],
+}
+
+
+@pytest.fixture(scope="module")
+def alternate_template(tmp_path_factory) -> dict:
+    """Only this stack, with cdk-nag, for a Git source, an S3 model and a Hub token (synth fails on findings)."""
+    import aws_cdk as cdk
+    from cdk_nag import AwsSolutionsChecks
+
+    import edge_config
+    from stacks.image_pipeline_stack import ImagePipelineStack
+    from tests.conftest import REPO_ROOT
+
+    context = json.loads((REPO_ROOT / "cdk.json").read_text())["context"]
+    context["edge"]["pipeline"].update(ALTERNATE)
+    app = cdk.App(context=context, outdir=str(tmp_path_factory.mktemp("alternate")))
+    config = edge_config.load_config(app.node.get_all_context())
+    cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))
+    ImagePipelineStack(app, STACK, config=config, env=cdk.Environment(account=config.account, region=config.region))
+    return app.synth().get_stack_by_name(STACK).template
+
+
+def test_codeconnections_source_triggers_on_build_inputs_only(alternate_template):
+    pipeline = _pipeline(alternate_template)
+    source = pipeline["Stages"][0]["Actions"][0]
+    assert source["ActionTypeId"]["Provider"] == "CodeStarSourceConnection"
+    assert source["Configuration"]["FullRepositoryId"] == "example/edge-diffusion"
+    push = pipeline["Triggers"][0]["GitConfiguration"]["Push"][0]
+    assert push["Branches"]["Includes"] == ["main"]
+    assert push["FilePaths"]["Includes"] == ["serving/**", "buildspecs/**", "requirements-serving.txt"]
+    variables = json.loads(pipeline["Stages"][1]["Actions"][0]["Configuration"]["EnvironmentVariables"])
+    revision = next(v["value"] for v in variables if v["name"] == "SOURCE_REVISION")
+    assert revision == f"#{{{source['Namespace']}.CommitId}}"
+
+
+def test_hub_token_is_a_secrets_manager_reference_with_a_scoped_grant(alternate_template):
+    for project_id, project in _of_type(alternate_template, "AWS::CodeBuild::Project").items():
+        variables = {v["Name"]: v for v in project["Properties"]["Environment"]["EnvironmentVariables"]}
+        if "FLAVOR" not in variables:
+            continue
+        assert variables["HF_TOKEN"] == {"Name": "HF_TOKEN", "Type": "SECRETS_MANAGER",
+                                         "Value": "edge-diffusion/hf-token"}
+        role_id = project["Properties"]["ServiceRole"]["Fn::GetAtt"][0]
+        grants = [s for s in _role_statements(alternate_template, role_id)
+                  if "secretsmanager:GetSecretValue" in _actions(s)]
+        assert len(grants) == 1 and "secret:edge-diffusion/hf-token-??????" in json.dumps(grants[0]["Resource"])
+
+
+def test_s3_model_source_grants_read_on_the_prefix_only(alternate_template):
+    for project in _of_type(alternate_template, "AWS::CodeBuild::Project").values():
+        role_id = project["Properties"]["ServiceRole"]["Fn::GetAtt"][0]
+        statements = _role_statements(alternate_template, role_id)
+        text = json.dumps(statements)
+        if "FLAVOR" not in json.dumps(project["Properties"]["Environment"]):
+            assert "example-models" not in text
+            continue
+        model = [s for s in statements if "arn:aws:s3:::example-models/sd-turbo/v1/*" in json.dumps(s["Resource"])]
+        assert model and all(not any(a.startswith("s3:Put") or a.startswith("s3:Delete") for a in _actions(s))
+                             for s in model)
+    email = _of_type(alternate_template, "AWS::SNS::Subscription")
+    assert [s["Properties"]["Endpoint"] for s in email.values()] == ["ops@example.com"]
