@@ -45,7 +45,7 @@ browser:
 	fi
 
 synth: $(VENV)/.installed node_modules/.installed
-	cdk synth --all --quiet
+	cdk synth --quiet
 	$(PY) -m tools.render_manifests --assembly cdk.out --out dist
 
 test: setup
