@@ -181,7 +181,7 @@ def measure_cold_start(checkpoint: Path, runs: int, dtype: str) -> dict[str, Any
     read_s = statistics.median(reads)
     return {
         "cold_start_ready_s": round(ready_s, 3),
-        "cold_start_raw_read_s": round(read_s, 3),
+        "cold_start_raw_read_s": round(read_s, 6),
         "cold_start_ratio": round(ready_s / read_s, 2),
         # Model load inside the server (from its "model loaded" log line); the rest is interpreter start-up and
         # imports before the load begins.

@@ -140,13 +140,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.gpu", description=__doc__.split("\n\n")[0])
     p.add_argument("--smoke", action="store_true", help="CPU, tiny model, tiny shapes: checks the code paths only")
     p.add_argument("--sizes", type=_csv_ints, help="image sizes (default 512,768; smoke 64)")
-    p.add_argument("--steps", type=_csv_ints, help="step counts (default 1,4,25; smoke 1,4)")
+    p.add_argument("--steps", type=_csv_ints, help="step counts (default 1,4,25; smoke 1,2)")
     p.add_argument("--cfg", choices=("both", "on", "off"), default="both", help="classifier-free guidance cases")
     p.add_argument("--variants", type=_csv_variants, help=f"comma-separated subset of {', '.join(VARIANTS)}")
     p.add_argument("--dtype", choices=("float16", "bfloat16", "float32"), default=None,
                    help="weights dtype of the baseline and variants (default float16; smoke float32, since CPU "
                    "half-precision kernels would time the CPU, not the code path)")
-    p.add_argument("--iters", type=int, default=None, help="timed runs per case (default 10; smoke 3)")
+    p.add_argument("--iters", type=int, default=None, help="timed runs per case (default 10; smoke 2)")
     p.add_argument("--warmup", type=int, default=None, help="untimed runs per case (default 3; smoke 1)")
     p.add_argument("--e2e", action="store_true",
                    help="also time the real server over HTTP with the best exact variant's flags")
@@ -229,13 +229,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                          "CPU code-path check")
     arch = sd21.TINY if args.smoke else sd21.SD21
     sizes = args.sizes or ([64] if args.smoke else [512, 768])
-    steps_list = args.steps or ([1, 4] if args.smoke else [1, 4, 25])
+    # Two smoke steps are enough to take DeepCache through a full and a shallow UNet call.
+    steps_list = args.steps or ([1, 2] if args.smoke else [1, 4, 25])
     cfgs = {"both": [False, True], "on": [True], "off": [False]}[args.cfg]
     variants = args.variants or (SMOKE_VARIANTS if args.smoke else GPU_VARIANTS)
     dtype = args.dtype or ("float32" if args.smoke else "float16")
     if dtype == "float32" and device == "cuda":
         raise SystemExit("benchmarks.gpu: --dtype float32 is not a GPU serving dtype; use float16 or bfloat16")
-    iters = args.iters or (3 if args.smoke else 10)
+    iters = args.iters or (2 if args.smoke else 10)
     warmup = args.warmup if args.warmup is not None else (1 if args.smoke else 3)
     if iters < 1 or warmup < 0:
         raise SystemExit("benchmarks.gpu: --iters must be >= 1 and --warmup >= 0")
@@ -339,7 +340,7 @@ def run_e2e(args: argparse.Namespace, arch: sd21.ArchSpec, device: str, dtype: s
     # The CPU backend has no cuda options: the smoke run checks the HTTP plumbing only.
     flags = server_flags(options) if device == "cuda" else []
     checkpoint = sd21.write_random_checkpoint(workdir / "checkpoint", arch)
-    requests = args.e2e_requests or (3 if args.smoke else 20)
+    requests = args.e2e_requests or (2 if args.smoke else 20)
     out: dict[str, Any] = {"variant": chosen, "server_flags": flags, "requests": requests, "cases": []}
     max_size = max(sizes)
     with ServerProcess(checkpoint, device=device,
@@ -355,7 +356,7 @@ def run_e2e(args: argparse.Namespace, arch: sd21.ArchSpec, device: str, dtype: s
                                 "guidance_scale": CFG_SCALE if cfg else 0.0, "seed": 0}
                         if cfg:
                             body["negative_prompt"] = ""
-                        for _ in range(2):  # compile / graph capture for this shape happens here
+                        for _ in range(1 if args.smoke else 3):  # compile / graph capture for this shape
                             client.generate(body)
                         times = [client.generate(body)[0] * 1000 for _ in range(requests)]
                         out["cases"].append({"size": size, "steps": steps, "cfg": cfg,

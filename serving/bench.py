@@ -132,10 +132,13 @@ async def _one_request(client: httpx.AsyncClient, config: BenchConfig, index: in
     path = ENDPOINT_PATHS[config.endpoint]
     started = time.perf_counter()
     try:
-        response = await client.post(path, json=config.payload(index))
-    except httpx.HTTPError as exc:
+        # httpx timeouts apply per network operation; this bounds the whole request, body included.
+        async with asyncio.timeout(config.timeout):
+            response = await client.post(path, json=config.payload(index))
+    except (httpx.HTTPError, TimeoutError) as exc:
         elapsed = (time.perf_counter() - started) * 1000
-        return Sample(index, started - t0, elapsed, None, False, error=f"{type(exc).__name__}: {exc}")
+        detail = str(exc) or f"no complete response within --timeout {config.timeout:g} s"
+        return Sample(index, started - t0, elapsed, None, False, error=f"{type(exc).__name__}: {detail}")
     elapsed = (time.perf_counter() - started) * 1000
     try:
         inference_ms = float(response.headers["x-inference-ms"])
@@ -296,7 +299,8 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the model's)")
     parser.add_argument("--seed", type=int, default=0, help="seed of request 0; request i uses seed+i")
     parser.add_argument("--prompt", default=DEFAULT_PROMPT, help="prompt for every request")
-    parser.add_argument("--timeout", type=float, default=120.0, help="per-request timeout in seconds")
+    parser.add_argument("--timeout", type=float, default=120.0,
+                        help="seconds one request may take in total (default 120)")
     parser.add_argument("--out", type=Path, default=None, help="write the full results as JSON here")
     parser.add_argument("--plot", type=Path, default=None, help="write a latency plot (PNG) here")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import abc
 import copy
+import functools
 import inspect
 import logging
 import queue
@@ -68,9 +69,14 @@ class Backend(abc.ABC):
         self.generate(params, threading.Event())
 
 
+@functools.lru_cache(maxsize=16)
+def _call_parameters(pipe_type: type) -> frozenset[str]:
+    return frozenset(inspect.signature(pipe_type.__call__).parameters)
+
+
 def cancel_callback_kwargs(pipe: Any, cancel: threading.Event) -> dict[str, Any]:
     """Step-callback kwargs that abort the denoising loop once ``cancel`` is set (frees the accelerator early)."""
-    params = inspect.signature(pipe.__call__).parameters
+    params = _call_parameters(type(pipe))
 
     if "callback_on_step_end" in params:
 

@@ -10,7 +10,7 @@ from benchmarks import gpu
 
 @pytest.mark.slow
 def test_smoke_run_writes_results_plot_and_e2e(tmp_path):
-    assert gpu.main(["--smoke", "--steps", "1,2", "--iters", "2", "--e2e", "--e2e-requests", "2",
+    assert gpu.main(["--smoke", "--steps", "2", "--iters", "1", "--warmup", "0", "--e2e", "--e2e-requests", "1",
                      "--out", str(tmp_path)]) == 0
     [json_path] = tmp_path.glob("smoke-*.json")
     assert json_path.with_suffix(".png").stat().st_size > 1000
@@ -19,17 +19,17 @@ def test_smoke_run_writes_results_plot_and_e2e(tmp_path):
     assert result["peak_bf16_dense_tflops"] is None
     rows = result["results"]
     assert {r["variant"] for r in rows} == set(gpu.SMOKE_VARIANTS)
-    assert {(r["steps"], r["cfg"]) for r in rows} == {(1, False), (2, False), (1, True), (2, True)}
+    assert {(r["steps"], r["cfg"]) for r in rows} == {(2, False), (2, True)}
     for row in rows:
         assert row["p50_ms"] > 0 and row["min_ms"] <= row["p50_ms"] <= row["p90_ms"]
         assert row["tflop"] > 0 and row["achieved_tflops"] > 0 and row["fraction_of_peak"] is None
         assert (row["options"] is None) == (row["variant"] == "diffusers")
-    assert len(result["summary"]) == 4
+    assert len(result["summary"]) == 2
     for case in result["summary"]:
         assert case["speedup_exact"] == pytest.approx(case["baseline_p50_ms"] / case["best_exact_p50_ms"], rel=1e-2)
         assert case["best_exact_variant"] in {"diffusers", "eager"}  # deepcache is approximate
     e2e = result["e2e"]
-    assert e2e["ready_s"] > 0 and len(e2e["cases"]) == 4
+    assert e2e["ready_s"] > 0 and len(e2e["cases"]) == 2
     assert all(case["http_p50_ms"] > 0 for case in e2e["cases"])
 
 

@@ -76,7 +76,7 @@ def test_summarize():
         (["--url", "http://h", "--plot", "latency.svg"], "--plot writes a PNG"),
         (["--url", "http://h", "--prompt", "  "], "--prompt must not be empty"),
         (["--url", "http://h", "--api-key", "k", "--api-key-file", "f"], "mutually exclusive"),
-        (["--url", "http://h", "--api-key-file", "/nonexistent/key"], "--api-key-file '/nonexistent/key' is unreadable"),
+        (["--url", "http://h", "--api-key-file", "/nonexistent/k"], "--api-key-file '/nonexistent/k' is unreadable"),
         (["--url", "http://h", "--endpoint", "grpc"], "--endpoint: invalid choice"),
     ],
 )
@@ -142,6 +142,18 @@ def test_errors_are_counted_by_status_and_kind():
     assert result["server_inference_ms"]["p50"] == percentile(ok_inference, 50)
     assert result["latency_ms"]["p50"] is not None
     assert "sekret" not in json.dumps(result)
+
+
+def test_timeout_bounds_the_whole_request():
+    async def slow(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(5)
+        return httpx.Response(200, headers={"content-type": "image/png"}, content=PNG_1PX)
+
+    result = asyncio.run(run_bench(_config(count=2, concurrency=2, timeout=0.2), progress=False,
+                                   transport=httpx.MockTransport(slow)))
+    assert result["errors_by_status"] == {"TimeoutError": 2}
+    assert "--timeout 0.2 s" in result["samples"][0]["error"]
+    assert result["duration_s"] < 2
 
 
 def test_openai_endpoint_response_is_checked():

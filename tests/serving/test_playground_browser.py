@@ -20,20 +20,22 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def live_server(tiny_model, tmp_path_factory):
+def server(tiny_model, tmp_path_factory):
+    """The server process, started but possibly still loading the model."""
     workdir = tmp_path_factory.mktemp("playground-server")
     key_file = workdir / "api-key"
     key_file.write_text(KEY)
     # --max-steps 4 lets the test provoke a server-side validation error the page's own checks allow.
     server = LiveServer(tiny_model, workdir / "server.log", "--api-key-file", str(key_file), "--max-steps", "4")
     try:
-        yield server.wait_ready()
+        yield server
     finally:
         server.stop()
 
 
 @pytest.fixture(scope="module")
-def browser():
+def browser(server):
+    # Depends on `server` only so that Chromium starts while the server is still loading the model.
     if shutil.which(CHROMIUM) is None:
         pytest.fail(f"{CHROMIUM} is missing: run `make browser` (installs Debian's chromium package)")
     from playwright.sync_api import sync_playwright
@@ -44,6 +46,11 @@ def browser():
             yield chromium
         finally:
             chromium.close()
+
+
+@pytest.fixture(scope="module")
+def live_server(server, browser):
+    return server.wait_ready()
 
 
 @pytest.fixture

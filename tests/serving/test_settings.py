@@ -108,3 +108,46 @@ def test_bad_hints_are_rejected(tmp_path, hints, needle):
 def test_default_size_outside_bounds_is_an_error(tiny_model):
     with pytest.raises(ModelConfigError, match="--default-width"):
         model_defaults(tiny_model, Settings(model=str(tiny_model), min_image_size=128))
+
+
+# -- the command line ----------------------------------------------------------------------------------------
+def test_serve_without_model_exits_2_naming_the_flag(capsys, monkeypatch):
+    from serving.__main__ import main
+
+    monkeypatch.delenv("SERVING_MODEL", raising=False)
+    assert main(["serve"]) == 2
+    assert "--model (env SERVING_MODEL)" in capsys.readouterr().err
+
+
+def test_serve_with_unreadable_key_file_exits_2(capsys, tmp_path):
+    from serving.__main__ import main
+
+    assert main(["serve", "--model", str(tmp_path), "--api-key-file", str(tmp_path / "nope")]) == 2
+    assert "--api-key-file" in capsys.readouterr().err
+
+
+def test_tiny_model_subcommand(tmp_path, capsys):
+    from serving.__main__ import main
+
+    assert main(["tiny-model", str(tmp_path / "m")]) == 0
+    assert (tmp_path / "m" / "model_index.json").is_file()
+    assert json.loads((tmp_path / "m" / "serving.json").read_text())["default_steps"] == 2
+    assert (tmp_path / "m" / "tokenizer" / "tokenizer.json").is_file()
+
+
+def test_bench_subcommands_delegate_their_arguments(monkeypatch):
+    import sys
+    import types
+
+    from serving import __main__ as cli
+
+    seen = {}
+    fake_bench = types.ModuleType("serving.bench")
+    fake_bench.main = lambda argv: seen.setdefault("bench", argv) and 0
+    fake_gpu = types.ModuleType("benchmarks.gpu")
+    fake_gpu.main = lambda argv: seen.setdefault("gpu", argv) and 0
+    monkeypatch.setitem(sys.modules, "serving.bench", fake_bench)
+    monkeypatch.setitem(sys.modules, "benchmarks.gpu", fake_gpu)
+    assert cli.main(["bench", "--url", "http://127.0.0.1:1", "--count", "3"]) == 0
+    assert cli.main(["bench-gpu", "--smoke"]) == 0
+    assert seen == {"bench": ["--url", "http://127.0.0.1:1", "--count", "3"], "gpu": ["--smoke"]}
