@@ -105,6 +105,7 @@ class GenerateClient:
 
     def __init__(self, port: int, timeout: float = 600.0) -> None:
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+        self.last_inference_ms: float | None = None
 
     def generate(self, body: dict[str, Any]) -> tuple[float, bytes]:
         """Send one request; returns (seconds from send to the last body byte, body)."""
@@ -117,6 +118,8 @@ class GenerateClient:
         elapsed = time.perf_counter() - start
         if response.status != 200:
             raise ServerError(f"POST /generate answered {response.status}: {data[:500]!r}")
+        inference = response.getheader("X-Inference-Ms")
+        self.last_inference_ms = float(inference) if inference else None
         return elapsed, data
 
     def close(self) -> None:

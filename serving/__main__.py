@@ -8,7 +8,7 @@ import sys
 
 def _serve(args: argparse.Namespace) -> int:
     from serving.logconfig import configure_logging
-    from serving.secrets import load_api_key
+    from serving.apikey import load_api_key
     from serving.settings import SettingsError, settings_from
 
     try:

@@ -79,7 +79,7 @@ async def load_model(state: ServerState, create_backend: Callable | None = None)
         return
     if not settings.skip_warmup:
         state.set_phase("warming up")
-        await _in_daemon_thread(backend.warmup)
+        await _in_daemon_thread(lambda: backend.warmup(settings.warmup_shapes))
         log.info("warm-up done", extra={"fields": {"warmup_s": round(time.perf_counter() - loaded, 3)}})
     if state.phase != "draining":
         state.set_phase("ready")

@@ -49,6 +49,7 @@ class Settings:
     default_width: int | None = None
     default_height: int | None = None
     scheduler: str | None = None
+    warmup_sizes: str | None = None
     log_level: str = "info"
 
     def __post_init__(self) -> None:
@@ -57,6 +58,21 @@ class Settings:
     @property
     def max_in_system(self) -> int:
         return self.max_concurrency + self.max_queue
+
+    @property
+    def warmup_shapes(self) -> list[tuple[int, int]]:
+        """Parsed --warmup-sizes ("512x512,768x768"); empty means the model's default size."""
+        return _parse_sizes(self.warmup_sizes) if self.warmup_sizes else []
+
+
+def _parse_sizes(text: str) -> list[tuple[int, int]]:
+    shapes = []
+    for item in text.split(","):
+        width, sep, height = item.strip().lower().partition("x")
+        if not sep or not width.isdigit() or not height.isdigit():
+            raise SettingsError(f"{_where('warmup_sizes')}: {item.strip()!r} is not WIDTHxHEIGHT (e.g. 512x512,768x768)")
+        shapes.append((int(width), int(height)))
+    return shapes
 
 
 def env_name(field_name: str) -> str:
@@ -116,6 +132,10 @@ def _validate(s: Settings) -> None:
         value = getattr(s, name)
         if value is not None and (value % 8 or not s.min_image_size <= value <= s.max_image_size):
             fail(name, f"must be a multiple of 8 within {s.min_image_size}..{s.max_image_size}, got {value}")
+    for width, height in s.warmup_shapes:
+        for value in (width, height):
+            if value % 8 or not s.min_image_size <= value <= s.max_image_size:
+                fail("warmup_sizes", f"{width}x{height}: sides must be multiples of 8 within {s.min_image_size}..{s.max_image_size}")
     if s.log_level not in ("debug", "info", "warning", "error"):
         fail("log_level", f"must be debug, info, warning or error, got {s.log_level!r}")
 
@@ -152,6 +172,7 @@ _HELP = {
     "default_width": "override the model's default width",
     "default_height": "override the model's default height",
     "scheduler": "diffusers scheduler class name to use instead of the model's",
+    "warmup_sizes": "sizes to warm up (and compile) before ready, e.g. 512x512,768x768; default: the model's size",
     "log_level": "debug, info, warning or error",
 }
 

@@ -62,11 +62,14 @@ class Backend(abc.ABC):
     def recover(self) -> None:
         """Release what a failed generation may have left on the accelerator."""
 
-    def warmup(self) -> None:
+    def warmup(self, sizes: list[tuple[int, int]] | None = None) -> None:
+        """One generation per size (default: the model's), so compilation and autotuning happen before ready."""
         d = self.defaults
-        w, h = self.fixed_shape or (d.width, d.height)
-        params = GenerationParams(prompt="warm-up", width=w, height=h, steps=d.steps, guidance_scale=d.guidance_scale, seed=0, n=self.fixed_images or 1)
-        self.generate(params, threading.Event())
+        shapes = [self.fixed_shape] if self.fixed_shape else (sizes or [(d.width, d.height)])
+        for width, height in shapes:
+            params = GenerationParams(prompt="warm-up", width=width, height=height, steps=d.steps,
+                                      guidance_scale=d.guidance_scale, seed=0, n=self.fixed_images or 1)
+            self.generate(params, threading.Event())
 
 
 @functools.lru_cache(maxsize=16)

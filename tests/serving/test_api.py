@@ -114,6 +114,9 @@ def test_same_seed_same_bytes_and_random_seed_is_reported(client):
         ({"prompt": "x", "guidance_scale": 21}, "guidance_scale"),
         ({"prompt": "x", "seed": -1}, "seed"),
         ({"prompt": "x", "seed": 2**32}, "seed"),
+        ({"prompt": "x", "seed": 1.5}, "seed"),
+        ({"prompt": "x", "seed": True}, "seed"),
+        ({"prompt": "x", "width": "64"}, "width"),
         ({"prompt": "x", "negative_prompt": "y" * 1001}, "negative_prompt"),
         ({"prompt": "x", "widht": 64}, "widht"),
     ],
@@ -126,11 +129,20 @@ def test_validation_errors_name_the_field(client, body, param):
 
 @pytest.mark.parametrize(
     ("content", "needle"),
-    [(b'{"prompt": ', "not valid JSON"), (b"[1, 2]", "JSON object"), (b"", "request body is required")],
+    [(b'{"prompt": ', "not valid JSON"), (b"[1, 2]", "JSON object"), (b"null", "JSON object"), (b"", "request body is required")],
 )
 def test_malformed_bodies_are_400(client, content, needle):
     r = client.post("/generate", content=content, headers={**AUTH, "Content-Type": "application/json"})
     assert needle in error_of(r, 400)["message"]
+
+
+def test_json_without_json_content_type_is_400(client):
+    r = client.post("/generate", content=b'{"prompt": "x"}', headers={**AUTH, "Content-Type": "text/plain"})
+    assert "Content-Type: application/json" in error_of(r, 400)["message"]
+
+
+def test_integral_guidance_is_accepted(client):
+    assert post(client, body={"prompt": "x", "guidance_scale": 2}).status_code == 200
 
 
 def test_body_over_1_mib_is_413(client):

@@ -208,3 +208,26 @@ def test_neuron_without_optimum_says_what_is_missing(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "optimum.neuron", None)
     with pytest.raises(RuntimeError, match="optimum-neuron and torch-neuronx"):
         create_backend(Settings(model=str(write_compiled(tmp_path / "d")), device="neuron"))
+
+
+def test_warmup_covers_configured_sizes_or_the_default():
+    from serving.backends.base import Backend
+    from serving.modelconfig import ModelDefaults
+
+    class Recording(Backend):
+        def __init__(self):
+            super().__init__(ModelDefaults(width=512, height=512, steps=4, guidance_scale=7.5))
+            self.seen = []
+
+        def generate(self, params, cancel):
+            self.seen.append((params.width, params.height, params.steps, params.guidance_scale))
+            return []
+
+    backend = Recording()
+    backend.warmup([(512, 512), (768, 768)])
+    backend.warmup([])
+    assert backend.seen == [(512, 512, 4, 7.5), (768, 768, 4, 7.5), (512, 512, 4, 7.5)]
+    backend.seen.clear()
+    backend.fixed_shape = (768, 768)  # compiled models warm up at their one shape
+    backend.warmup([(512, 512)])
+    assert backend.seen == [(768, 768, 4, 7.5)]

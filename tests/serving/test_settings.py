@@ -35,6 +35,11 @@ def test_every_option_reads_its_env_var_and_the_flag_wins():
     assert s.inventory_service == "edge" and s.deepcache_interval == 3
 
 
+def test_warmup_sizes_parse():
+    assert parse(["--model", "m", "--warmup-sizes", "512x512, 768x512"]).warmup_shapes == [(512, 512), (768, 512)]
+    assert parse(["--model", "m"]).warmup_shapes == []
+
+
 def test_every_settings_field_has_a_flag():
     parser = argparse.ArgumentParser()
     add_serve_arguments(parser)
@@ -59,6 +64,8 @@ def test_every_settings_field_has_a_flag():
         (["--model", "m"], {"SERVING_MAX_QUEUE": "lots"}, "SERVING_MAX_QUEUE: expected int"),
         (["--model", "m"], {"SERVING_SKIP_WARMUP": "maybe"}, "SERVING_SKIP_WARMUP"),
         (["--model", "m"], {"SERVING_DEVICE": "tpu"}, "--device (env SERVING_DEVICE)"),
+        (["--model", "m", "--warmup-sizes", "512"], {}, "--warmup-sizes"),
+        (["--model", "m", "--warmup-sizes", "512x500"], {}, "--warmup-sizes"),
     ],
 )
 def test_bad_settings_name_the_flag(argv, env, needle):

@@ -1,0 +1,1 @@
+"""edge-diffusion inference server: `python -m serving serve` (see docs/serving.md)."""
