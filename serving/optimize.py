@@ -134,10 +134,8 @@ def optimize_pipeline(pipe: Any, options: CudaOptions) -> Any:
     elif uses_manual_cuda_graphs(options, device.type):
         pipe.unet.forward = CudaGraphRunner(pipe.unet.forward)
 
-    log.info(
-        "optimized pipeline",
-        extra={"device": str(device), "options": options.__dict__, "compile": plan},
-    )
+    log.info("optimized pipeline", extra={"fields": {"device": str(device), "options": dict(options.__dict__),
+                                                     "compile": plan}})
     return pipe
 
 
@@ -243,7 +241,7 @@ class CudaGraphRunner:
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self._pool):
             output = self._forward(*static, return_dict=False)[0]
-        log.info("captured CUDA graph", extra={"shape": list(sample.shape), "dtype": str(sample.dtype)})
+        log.info("captured CUDA graph", extra={"fields": {"shape": list(sample.shape), "dtype": str(sample.dtype)}})
         return _CapturedGraph(graph, static, output)
 
 

@@ -29,6 +29,7 @@ def test_quick_run_writes_every_key(tmp_path, tiny_model_dir):
     assert result["cold_start_ratio"] == pytest.approx(
         result["cold_start_ready_s"] / result["cold_start_raw_read_s"], rel=0.02)
     assert result["cold_start_load_s"] is not None and 0 < result["cold_start_load_s"] < result["cold_start_ready_s"]
+    assert 0 < result["cold_start_imports_s"] < 300
     assert result["checkpoint_bytes"] > 0 and result["overhead_requests"] == 5
     assert (out / "cpu.png").stat().st_size > 1000
 
