@@ -18,6 +18,10 @@ def _serve(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"serving: configuration error: {exc}", file=sys.stderr)
         return 2
+    from serving.prefetch import start_prefetch
+
+    # Started before the heavy imports below so a cold disk read overlaps them.
+    start_prefetch(settings.model)
     from serving.server import serve
 
     return asyncio.run(serve(settings, api_key))
