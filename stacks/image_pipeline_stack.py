@@ -97,8 +97,8 @@ class ImagePipelineStack(cdk.Stack):
     # ------------------------------------------------------------ cdk-nag acknowledgements
     # cdk-nag 3 matches findings exactly, so each one is spelled out with the tokens it renders.
 
-    def _token(self, value: str, placeholder: str) -> str:
-        return placeholder if cdk.Token.is_unresolved(value) else value
+    def _token(self, value: str, rendered: str) -> str:
+        return rendered if cdk.Token.is_unresolved(value) else value
 
     def _logical_id(self, construct: IConstruct) -> str:
         return self.resolve(self.get_logical_id(construct.node.default_child))  # type: ignore[arg-type]

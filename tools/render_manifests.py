@@ -7,7 +7,7 @@ Sources in a CloudFormation template:
   ``apiVersion`` and ``kind``, e.g. ``extraObjects``). The values themselves are written too, for review.
 
 Manifests may contain CloudFormation intrinsics (a role name, a queue name...). They are rendered as readable
-placeholders so the objects stay valid YAML: ``{"Ref": "X"}`` -> ``<Ref:X>``, ``{"Fn::GetAtt": ["X", "Arn"]}`` ->
+stand-in strings so the objects stay valid YAML: ``{"Ref": "X"}`` -> ``<Ref:X>``, ``{"Fn::GetAtt": ["X", "Arn"]}`` ->
 ``<GetAtt:X.Arn>``, pseudo parameters -> ``<AWS::Region>``; ``Fn::Join``/``Fn::Sub`` are joined around them.
 
 CLI: ``python -m tools.render_manifests --assembly cdk.out --out dist`` writes ``dist/<Stack>.<group>.yaml``
@@ -34,7 +34,7 @@ class RenderError(ValueError):
 
 
 def render_intrinsics(value: Any) -> Any:
-    """Replace CloudFormation intrinsics with readable placeholder strings (recursively)."""
+    """Replace CloudFormation intrinsics with readable stand-in strings (recursively)."""
     if isinstance(value, list):
         return [render_intrinsics(v) for v in value]
     if not isinstance(value, dict):

@@ -406,7 +406,7 @@ def test_synth_needs_no_context_lookups(cloud_assembly):
 # ---------------------------------------------------------------- tools/render_manifests unit behaviour
 
 
-def test_intrinsics_render_as_readable_placeholders():
+def test_intrinsics_render_as_readable_strings():
     from tools.render_manifests import render_intrinsics
 
     assert render_intrinsics({"Ref": "NodeRole1234ABCD"}) == "<Ref:NodeRole1234ABCD>"
