@@ -225,26 +225,15 @@ def counted_generation_tflop(spec: ArchSpec, size: int, steps: int, cfg: bool) -
     return counted["unet"] * batch * steps + counted["vae_decode"] + counted["text_encoder"] * batch
 
 
-def _bytes_to_unicode() -> list[str]:
-    """CLIP's byte-level alphabet: one printable character per byte."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    chars = printable[:]
-    extra = 0
-    for byte in range(256):
-        if byte not in printable:
-            printable.append(byte)
-            chars.append(256 + extra)
-            extra += 1
-    return [chr(c) for c in chars]
-
-
 def build_tokenizer(vocab_size: int) -> Any:
     """A CLIP tokenizer over the byte alphabet (no merges). Prompts pad to 77 tokens exactly as with the real one,
     so the text encoder sees the same shapes; the embedding table keeps its full `vocab_size` rows."""
     from transformers import CLIPTokenizer
 
+    from serving.tiny import byte_alphabet
+
     vocab = {"<|startoftext|>": 0, "<|endoftext|>": 2, "!": 1}
-    for ch in _bytes_to_unicode():
+    for ch in byte_alphabet().values():
         for token in (ch, ch + "</w>"):
             if token not in vocab:
                 vocab[token] = len(vocab)

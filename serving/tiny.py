@@ -13,7 +13,7 @@ SERVING_HINTS = {
 }
 
 
-def _bytes_to_unicode() -> dict[int, str]:
+def byte_alphabet() -> dict[int, str]:
     """GPT-2/CLIP byte-level alphabet: every byte maps to a printable unicode character."""
     printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
     printable += list(range(ord("®"), ord("ÿ") + 1))
@@ -32,7 +32,7 @@ def _tiny_tokenizer():
     from transformers import CLIPTokenizer
 
     vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    for ch in _bytes_to_unicode().values():
+    for ch in byte_alphabet().values():
         vocab[ch] = len(vocab)
         vocab[ch + "</w>"] = len(vocab)
     return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)
