@@ -262,6 +262,10 @@ class SystemNodesConfig:
         min_size = _int(data, "min_size", path, cls.min_size, minimum=1, maximum=20)
         desired = _int(data, "desired_size", path, cls.desired_size, minimum=1, maximum=20)
         max_size = _int(data, "max_size", path, cls.max_size, minimum=1, maximum=20)
+        if min_size < 2:
+            # Karpenter runs two replicas that must land on different system nodes, and the deploy waits for both.
+            raise _fail(f"{path}.min_size", f"{min_size} system node cannot host Karpenter's two replicas "
+                        "(required anti-affinity), so the deploy would time out", "use min_size >= 2")
         if not min_size <= desired <= max_size:
             raise _fail(f"{path}.desired_size", f"need min_size <= desired_size <= max_size, got "
                         f"{min_size} <= {desired} <= {max_size}", "adjust the three sizes")

@@ -64,6 +64,8 @@ LIVENESS_FAILURES = 6
 PROBE_TIMEOUT_S = 5
 # Extra time after preStop + drain before the kubelet sends SIGKILL (process exit, log flush).
 GRACE_MARGIN_S = 10
+# Seconds of the server's drain budget it spends closing sockets (serving.server.SHUTDOWN_MARGIN_S, rounded up).
+SHUTDOWN_RESERVE_S = 2
 # KEDA polls each ScaledObject at this interval; the HPA then applies the behaviour below.
 KEDA_POLLING_INTERVAL_S = 15
 
@@ -80,9 +82,15 @@ def startup_failure_threshold(model_load_timeout_s: int) -> int:
     return math.ceil(model_load_timeout_s / STARTUP_PERIOD_S)
 
 
+def server_drain_timeout_s(workloads: WorkloadsConfig) -> int:
+    """The server's --drain-timeout: it keeps SHUTDOWN_RESERVE_S of that budget for closing sockets, so the
+    reserve is added on top; a request admitted just before SIGTERM still gets its whole request timeout."""
+    return workloads.drain_timeout_s + SHUTDOWN_RESERVE_S
+
+
 def termination_grace_seconds(workloads: WorkloadsConfig) -> int:
     """preStop sleep, then the server's own drain, then a margin: SIGKILL never cuts a drain short."""
-    return workloads.prestop_sleep_s + workloads.drain_timeout_s + GRACE_MARGIN_S
+    return workloads.prestop_sleep_s + server_drain_timeout_s(workloads) + GRACE_MARGIN_S
 
 
 class InferenceChart(cdk8s.Chart):
@@ -331,7 +339,7 @@ class InferenceChart(cdk8s.Chart):
             "SERVING_DEVICE": spec["device"],
             "SERVING_PORT": str(HTTP_PORT),
             "SERVING_METRICS_PORT": str(METRICS_PORT),
-            "SERVING_DRAIN_TIMEOUT": str(w.drain_timeout_s),
+            "SERVING_DRAIN_TIMEOUT": str(server_drain_timeout_s(w)),
             "SERVING_REQUEST_TIMEOUT": str(w.request_timeout_s),
             "SERVING_MAX_QUEUE": str(w.max_queue),
             "SERVING_MAX_CONCURRENCY": str(w.max_concurrency),
@@ -355,7 +363,7 @@ class InferenceChart(cdk8s.Chart):
             "image": image,
             # A tag may be re-pushed by the pipeline; a digest never changes.
             "imagePullPolicy": "IfNotPresent" if w.image_reference_is_digest else "Always",
-            "args": ["serve"],
+            # No command/args: the image's ENTRYPOINT is already `python -m serving serve`, configured by env.
             "env": [{"name": key, "value": value} for key, value in env.items()],
             "ports": [
                 {"name": HTTP_PORT_NAME, "containerPort": HTTP_PORT, "protocol": "TCP"},

@@ -56,7 +56,9 @@ class ClusterAddons(Construct):
         self._cluster = cluster
 
         # Nodes only turn Ready once vpc-cni runs, so networking and the Pod Identity agent precede the node group.
-        self.vpc_cni = self._managed("vpc-cni")
+        # The network policy agent enforces the inference chart's NetworkPolicy (metrics port reachable from KEDA
+        # only); without it the policy would be accepted and silently ignored.
+        self.vpc_cni = self._managed("vpc-cni", configuration={"enableNetworkPolicy": "true"})
         self.kube_proxy = self._managed("kube-proxy")
         self.pod_identity_agent = self._managed("eks-pod-identity-agent")
         for addon in (self.vpc_cni, self.kube_proxy, self.pod_identity_agent):

@@ -266,3 +266,8 @@ def test_numeric_looking_overrides_keep_their_text_for_string_fields():
     assert cfg.workloads.node_port == 30090
     assert load_config(ctx(kubernetes_version="1.35")).kubernetes_version == "1.35"
     assert "expected an integer" in error_for(workloads__node_port="30090.5")
+
+
+def test_single_system_node_cannot_host_karpenter():
+    message = error_for(system_nodes__min_size=1, system_nodes__desired_size=2)
+    assert "edge.system_nodes.min_size" in message and "Karpenter" in message

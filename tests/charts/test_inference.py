@@ -11,6 +11,7 @@ import edge_config
 from charts import inference
 from charts.inference import InferenceChart
 from serving import inventory as server_inventory
+from serving.server import SHUTDOWN_MARGIN_S
 from serving.settings import Settings, env_name, settings_from
 from tests.conftest import REPO_ROOT
 from tests.k8s_schema import validate_k8s_object
@@ -261,9 +262,12 @@ def test_grace_period_outlasts_prestop_and_drain(deployments, cfg):
         prestop = container["lifecycle"]["preStop"]["sleep"]["seconds"]
         assert prestop == w.prestop_sleep_s
         assert pod["terminationGracePeriodSeconds"] > prestop + w.drain_timeout_s
-        # The server drains with the same timeout the grace period was computed from.
-        assert float(_env(deployment)["SERVING_DRAIN_TIMEOUT"]) == w.drain_timeout_s
-        assert w.drain_timeout_s >= float(_env(deployment)["SERVING_REQUEST_TIMEOUT"])
+        server_drain = float(_env(deployment)["SERVING_DRAIN_TIMEOUT"])
+        assert pod["terminationGracePeriodSeconds"] > prestop + server_drain
+        # What the server really spends waiting for in-flight work (it keeps a reserve for closing sockets)
+        # still covers a whole request admitted just before SIGTERM.
+        assert server_drain - SHUTDOWN_MARGIN_S >= float(_env(deployment)["SERVING_REQUEST_TIMEOUT"])
+        assert inference.SHUTDOWN_RESERVE_S >= SHUTDOWN_MARGIN_S
 
 
 def test_restricted_security_context(deployments):
@@ -341,7 +345,7 @@ def test_container_env_is_the_server_contract(deployments, cfg):
         settings = settings_from({}, environ={**env, "SERVING_MODEL": "/opt/model"})
         assert settings.port == inference.HTTP_PORT
         assert settings.metrics_port == inference.METRICS_PORT
-        assert settings.drain_timeout == w.drain_timeout_s
+        assert settings.drain_timeout == inference.server_drain_timeout_s(w)
         assert settings.request_timeout == w.request_timeout_s
         assert settings.max_queue == w.max_queue
         assert settings.max_concurrency == w.max_concurrency
@@ -565,3 +569,25 @@ def test_startup_failure_threshold_rounds_up():
 def test_rendered_chart_snapshot(objects, snapshot):
     """Every object as rendered from the default config; review the diff when the chart changes."""
     assert objects == snapshot
+
+
+def test_container_command_parses_with_the_image_entrypoint(deployments, monkeypatch):
+    """The Dockerfile ENTRYPOINT plus the container's args must be a command line the server accepts."""
+    import re
+
+    import serving.__main__ as cli
+
+    dockerfile = (REPO_ROOT / "serving" / "Dockerfile").read_text()
+    for accelerator, deployment in deployments.items():
+        container = _container(deployment)
+        target = {"nvidia": "cuda", "neuron": "neuron"}[accelerator]
+        stage = re.search(rf"^FROM \S+ AS {target}\n(.*?)(?=^FROM |\Z)", dockerfile, re.M | re.S)
+        assert stage, f"Dockerfile has no final target {target!r}"
+        entrypoint = json.loads(re.search(r"^ENTRYPOINT (\[.*\])$", stage.group(1), re.M).group(1))
+        command = container.get("command", entrypoint)
+        assert command[:3] == ["python", "-m", "serving"], command
+        seen = []
+        monkeypatch.setattr(cli, "_serve", lambda args: seen.append(args) or 0)
+        # argparse exits 2 on anything it does not accept (e.g. a doubled "serve").
+        assert cli.main(command[3:] + container.get("args", [])) == 0
+        assert len(seen) == 1

@@ -306,6 +306,11 @@ def test_managed_addons_pinned(resources):
     assert association["ServiceAccount"] == "cloudwatch-agent"
 
 
+def test_vpc_cni_enforces_network_policies(resources):
+    (cni,) = [a for a in of_type(resources, "AWS::EKS::Addon").values() if a["Properties"]["AddonName"] == "vpc-cni"]
+    assert json.loads(cni["Properties"]["ConfigurationValues"]) == {"enableNetworkPolicy": "true"}
+
+
 def test_networking_addons_precede_nodes_and_coredns_follows(resources):
     addon_ids = {r["Properties"]["AddonName"]: lid for lid, r in of_type(resources, "AWS::EKS::Addon").items()}
     nodegroup_id, nodegroup = one(resources, "AWS::EKS::Nodegroup")
