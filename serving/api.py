@@ -4,6 +4,7 @@ import base64
 import hmac
 import json
 import logging
+import math
 import secrets
 import time
 import uuid
@@ -76,14 +77,14 @@ class Endpoint(BaseModel):
 
 def _error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     text = {
-        400: "Malformed request (e.g. the body is not JSON)",
+        400: "Malformed request (e.g. the body is not JSON, or a bad Content-Length)",
         401: "Missing or wrong bearer key",
         404: "Not found / not configured",
         406: "No acceptable image type in Accept",
         413: "Request body over 1 MiB",
         422: "A field is invalid; error.param names it",
         429: "Queue full; retry after Retry-After seconds",
-        503: "Not ready, draining, or the accelerator failed this request",
+        503: "Not ready, draining, or the accelerator failed this request (or failed for good: see /healthz)",
         504: "Generation exceeded the request timeout",
     }
     return {code: {"model": ErrorResponse, "description": text[code]} for code in codes}
@@ -154,8 +155,10 @@ def negotiate_image_type(accept: str | None) -> str:
                 try:
                     q = float(p[2:])
                 except ValueError:
-                    q = 0.0
-        if q <= 0:
+                    q = math.nan
+        # RFC 9110 12.4.2: q is 0..1. A malformed, non-finite (nan, inf) or out-of-range weight makes the media
+        # range invalid, so it is ignored rather than accepted (nan would otherwise compare as "not <= 0").
+        if not (math.isfinite(q) and 0 < q <= 1):
             continue
         if media in IMAGE_TYPES:
             ranked.append((q, -index, media))
@@ -242,10 +245,11 @@ class GatewayMiddleware:
         request_id = request_id or uuid.uuid4().hex
         log_fields: dict[str, Any] = {}
         scope.setdefault("state", {})["log_fields"] = log_fields
-        info = {"status": 500, "bytes": 0}
+        info = {"status": 500, "bytes": 0, "started": False}
 
         async def send_wrapper(message):
             if message["type"] == "http.response.start":
+                info["started"] = True
                 info["status"] = message["status"]
                 message["headers"] = list(message.get("headers", [])) + [(b"x-request-id", request_id.encode())]
             elif message["type"] == "http.response.body":
@@ -262,7 +266,13 @@ class GatewayMiddleware:
                 return
             if scope["method"] in ("POST", "PUT", "PATCH"):
                 too_large = _json_error(413, f"request body exceeds {MAX_BODY_BYTES} bytes (1 MiB)", "request_too_large")
-                if content_length is not None and (not content_length.isdigit() or int(content_length) > MAX_BODY_BYTES):
+                # bytes.isdigit() is ASCII-only, so this also rejects signs ("-1"), spaces and empty values.
+                if content_length is not None and not content_length.isdigit():
+                    bad = _json_error(400, "Content-Length header must be a non-negative integer", "invalid_request_error",
+                                      param="Content-Length")
+                    await bad(scope, receive, send_wrapper)
+                    return
+                if content_length is not None and int(content_length) > MAX_BODY_BYTES:
                     await too_large(scope, receive, send_wrapper)
                     return
                 body, ok = await self._read_body(receive)
@@ -271,6 +281,16 @@ class GatewayMiddleware:
                     return
                 receive = _replay(body, receive)
             await self.app(scope, receive, send_wrapper)
+        except Exception:
+            # Handled here rather than by an app-level Exception handler: Starlette runs that one in its outermost
+            # ServerErrorMiddleware, which sends through the raw `send` (no X-Request-ID, 500 missing from our
+            # request log) and re-raises, so uvicorn logs the traceback a second time.
+            if info["started"]:
+                raise  # too late for an error response; the server logs it and closes the connection
+            log.exception("unhandled error", extra={"fields": {"request_id": request_id, "method": scope["method"],
+                                                               "path": scope["path"]}})
+            response = _json_error(500, "internal error; the request id is in the X-Request-ID header", "server_error")
+            await response(scope, receive, send_wrapper)
         finally:
             self._record(scope, request_id, started, info, log_fields)
 
@@ -357,11 +377,6 @@ def create_app(state: ServerState) -> FastAPI:
     async def _http_error(_: Request, exc: StarletteHTTPException):
         kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "invalid_request_error")
         return _json_error(exc.status_code, str(exc.detail), kind, headers=getattr(exc, "headers", None))
-
-    @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception):
-        log.exception("unhandled error")
-        return _json_error(500, "internal error; the request id is in the X-Request-ID header", "server_error")
 
     def resolve(body, width: int | None, height: int | None, n: int = 1) -> GenerationParams:
         d = state.defaults
@@ -452,8 +467,12 @@ def create_app(state: ServerState) -> FastAPI:
         payload = {"created": int(time.time()), "data": [{"b64_json": base64.b64encode(b).decode()} for b in encoded]}
         return JSONResponse(payload, headers={"X-Seed": str(params.seed), "X-Inference-Ms": f"{result.inference_ms:.1f}"})
 
-    @app.get("/healthz", summary="Liveness", response_model=Health)
+    @app.get("/healthz", summary="Liveness: 200 unless the accelerator (or the model load) failed for good",
+             response_model=Health, responses=_error_responses(503))
     async def healthz():
+        if state.failed:
+            # Liveness fails so the kubelet restarts the container: a new process gets a fresh CUDA context.
+            return _json_error(503, "unhealthy: the accelerator is unusable; this server needs a restart", "unavailable")
         return {"status": "ok"}
 
     @app.get("/readyz", summary="Readiness: 200 once loaded and warmed up, 503 before and while draining",

@@ -15,11 +15,16 @@ import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Callable
 
 from serving.backends.base import Backend, GenerationParams
 from serving.errors import GenerationCancelled, GenerationTimeout, QueueFull, Unavailable
 
 log = logging.getLogger("serving.engine")
+
+# Accelerator errors in a row (no success in between) after which the device is presumed broken even though
+# recover() said it was usable: one OOM is the request's fault, a run of them means the pod needs a restart.
+MAX_CONSECUTIVE_ACCELERATOR_ERRORS = 3
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,12 @@ class Engine:
         self._executor = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="generate")
         # Rolling mean of generation time, for Retry-After hints.
         self._mean_s = 1.0
+        # Accelerator health: once ``failed`` is set it stays set (only a restart fixes a broken device) and
+        # ``on_failed`` tells the server, which turns /healthz and /readyz 503 so Kubernetes replaces the pod.
+        self.failed: str | None = None
+        self.on_failed: Callable[[str], None] | None = None
+        self._accelerator_errors = 0
+        self._health_lock = threading.Lock()
 
     # -- load signal ---------------------------------------------------------------------------------------
     @property
@@ -101,6 +112,10 @@ class Engine:
             raise Unavailable("server is shutting down; retry on another endpoint", headers={"Retry-After": "1"})
         if self.backend is None:
             raise Unavailable("model is still loading; retry shortly", headers={"Retry-After": "5"})
+        if self.failed is not None:
+            # Do not feed more work to a device known to be broken; this pod fails its probes and is replaced.
+            raise Unavailable("the accelerator on this server is unusable; retry on another endpoint",
+                              headers={"Retry-After": "1"})
         self.backend.check(params)
         if self.running + self.waiting >= self.max_concurrency + self.max_queue:
             raise QueueFull(
@@ -160,13 +175,40 @@ class Engine:
         except Exception as exc:
             if self.backend.is_accelerator_error(exc):
                 log.error("accelerator error", extra={"fields": {"error": repr(exc)[:500]}})
-                self.backend.recover()
+                self._accelerator_error(exc)
                 raise Unavailable(
                     "the accelerator failed this request (e.g. out of memory); retry, possibly with a smaller size",
                     headers={"Retry-After": "1"},
                 ) from exc
             raise
+        with self._health_lock:
+            self._accelerator_errors = 0  # the device works: earlier errors were transient (e.g. one OOM)
         return images, time.perf_counter() - started
+
+    def _accelerator_error(self, exc: BaseException) -> None:
+        """Recover after an accelerator error; mark the engine failed if the device is unusable or keeps failing."""
+        try:
+            usable = self.backend.recover()
+        except Exception:  # noqa: BLE001 - a recover() that itself crashes proves the device unusable
+            log.exception("accelerator recovery raised")
+            usable = False
+        with self._health_lock:
+            self._accelerator_errors += 1
+            count = self._accelerator_errors
+            if self.failed is not None:
+                return
+            if not usable:
+                reason = "the accelerator is unusable after an error (recovery probe failed)"
+            elif count >= MAX_CONSECUTIVE_ACCELERATOR_ERRORS:
+                reason = f"{count} consecutive accelerator errors"
+            else:
+                return
+            self.failed = reason
+        # Logged once: later requests are refused before they reach the device.
+        log.error("accelerator failed; marking the server unhealthy so it is restarted",
+                  extra={"fields": {"reason": reason, "consecutive_errors": count, "error": repr(exc)[:500]}})
+        if self.on_failed is not None:
+            self.on_failed(reason)
 
     # -- lifecycle -----------------------------------------------------------------------------------------
     async def drain(self, timeout: float) -> bool:

@@ -27,7 +27,7 @@ class QueueFull(ServingError):
 
 
 class Unavailable(ServingError):
-    """Not ready, draining, or the accelerator failed this request; the process itself stays healthy."""
+    """Not ready, draining, or the accelerator failed this request (the engine marks the server failed when it keeps failing)."""
 
     status = 503
     type = "unavailable"

@@ -38,6 +38,8 @@ class _Server(uvicorn.Server):
 def build_state(settings: Settings, api_key: str | None = None) -> ServerState:
     engine = Engine(None, settings.max_concurrency, settings.max_queue, settings.request_timeout)
     state = ServerState(settings=settings, engine=engine, api_key=api_key)
+    # A broken accelerator fails /healthz (liveness restarts the pod) and /readyz (traffic moves elsewhere).
+    engine.on_failed = lambda _reason: state.set_phase("failed")
     state.metrics = Metrics(engine.load_snapshot, lambda: state.ready)
     if settings.inventory_service:
         from serving.inventory import KubernetesInventory

@@ -30,7 +30,15 @@ class ServerState:
     def ready(self) -> bool:
         return self.phase == "ready"
 
+    @property
+    def failed(self) -> bool:
+        return self.phase == "failed"
+
     def set_phase(self, phase: str) -> None:
         if phase not in PHASES:
             raise ValueError(f"unknown phase {phase!r}")
+        # "failed" is terminal: a broken accelerator (or load) must not look healthy again because warm-up
+        # finished or a drain started; only a restart leaves it. A plain assignment, so worker threads may call it.
+        if self.phase == "failed":
+            return
         self.phase = phase

@@ -59,8 +59,13 @@ class Backend(abc.ABC):
     def is_accelerator_error(self, exc: BaseException) -> bool:
         return False
 
-    def recover(self) -> None:
-        """Release what a failed generation may have left on the accelerator."""
+    def recover(self) -> bool:
+        """Release what a failed generation left on the accelerator; False when the device is no longer usable.
+
+        The engine marks the server failed (liveness and readiness 503) on False. Backends that cannot probe
+        their device return True and rely on the engine's consecutive-error limit.
+        """
+        return True
 
     def warmup(self, sizes: list[tuple[int, int]] | None = None) -> None:
         """One generation per size (default: the model's), so compilation and autotuning happen before ready."""

@@ -1,11 +1,14 @@
 """CUDA backend: fp16/bf16 weights; serving.optimize applies SDPA, channels_last, fused QKV and the opt-in modes."""
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from serving.backends.base import DiffusersBackend
 from serving.modelconfig import ModelDefaults
 from serving.settings import Settings
+
+log = logging.getLogger("serving.backend")
 
 
 def cuda_options(settings: Settings):
@@ -54,14 +57,23 @@ class CudaBackend(DiffusersBackend):
             return True
         return isinstance(exc, RuntimeError) and ("CUDA" in str(exc) or "cuDNN" in str(exc) or "CUBLAS" in str(exc))
 
-    def recover(self) -> None:
+    def recover(self) -> bool:
         import torch
 
         try:
             torch.cuda.synchronize()
             torch.cuda.empty_cache()
-        except RuntimeError:
-            # A sticky CUDA error makes every later call fail too; liveness stays up, but log it loudly.
-            import logging
-
-            logging.getLogger("serving.backend").exception("CUDA context is unusable after an error")
+            # A sticky error (illegal address, Xid/ECC fault) poisons the CUDA context: the next kernel launch or
+            # sync fails too. A one-element kernel plus a device-to-host copy proves the context still works.
+            probe = torch.ones(1, device="cuda") + 1
+            usable = probe.item() == 2.0
+        except torch.cuda.OutOfMemoryError:
+            # Memory is momentarily exhausted (e.g. by a concurrent generation), which is not a broken device;
+            # if it persists, the engine's consecutive-error limit marks the server failed.
+            return True
+        except Exception:  # noqa: BLE001 - any failure here means the context is unusable
+            log.exception("CUDA context is unusable after an error")
+            return False
+        if not usable:
+            log.error("CUDA probe returned a wrong result; the device is unusable")
+        return usable

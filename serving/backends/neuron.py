@@ -110,3 +110,8 @@ class NeuronBackend(Backend):
     def is_accelerator_error(self, exc: BaseException) -> bool:
         text = str(exc)
         return isinstance(exc, (RuntimeError, MemoryError)) and any(k in text for k in ("NRT", "nrt_", "Neuron", "NEURON"))
+
+    def recover(self) -> bool:
+        # The Neuron runtime has no cheap health probe from Python and a failed execution leaves the loaded
+        # graphs in place, so claim usable and let the engine's consecutive-error limit catch a dead device.
+        return True

@@ -1,9 +1,11 @@
 """HTTP tests against the app in-process (real tiny CPU pipeline): every route and every error class."""
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
+import logging
 import threading
 
 import pytest
@@ -53,15 +55,22 @@ def error_of(response, status: int) -> dict:
         ("text/html, image/jpeg", "image/jpeg"),
         ("image/*", "image/png"),
         ("image/png;q=0, image/jpeg", "image/jpeg"),
+        # RFC 9110: q is 0..1; a non-finite or out-of-range weight invalidates (ignores) that media range.
+        ("image/webp;q=nan, image/jpeg;q=0.1", "image/jpeg"),
+        ("image/webp;q=inf, image/jpeg;q=0.1", "image/jpeg"),
+        ("image/webp;q=2, image/jpeg;q=0.1", "image/jpeg"),
+        ("image/webp;q=-1, image/jpeg;q=0.1", "image/jpeg"),
+        ("image/webp;q=abc, image/jpeg;q=0.1", "image/jpeg"),
     ],
 )
 def test_accept_negotiation(accept, expected):
     assert negotiate_image_type(accept) == expected
 
 
-def test_unacceptable_accept_is_406():
+@pytest.mark.parametrize("accept", ["application/json", "image/png;q=nan", "*/*;q=NaN", "image/webp;q=1.5"])
+def test_unacceptable_accept_is_406(accept):
     with pytest.raises(ServingError) as err:
-        negotiate_image_type("application/json")
+        negotiate_image_type(accept)
     assert err.value.status == 406 and err.value.param == "Accept"
 
 
@@ -154,6 +163,51 @@ def test_body_over_1_mib_is_413(client):
             yield b"x" * 65536
 
     error_of(client.post("/generate", content=chunks(), headers={**AUTH, "Content-Type": "application/json"}), 413)
+
+
+@pytest.mark.parametrize("length", [b"-1", b"abc", b"1e3", b" 12", b""])
+def test_malformed_content_length_is_400_naming_the_header(state, length):
+    # Sent through the ASGI app directly: HTTP clients (and uvicorn's parser) refuse such headers themselves.
+    app = create_app(state)
+    sent = []
+
+    async def receive():
+        return {"type": "http.request", "body": b'{"prompt": "x"}', "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/generate", "headers": [
+        (b"authorization", f"Bearer {KEY}".encode()), (b"content-type", b"application/json"), (b"content-length", length)],
+        "query_string": b"", "http_version": "1.1", "scheme": "http", "server": ("test", 80), "client": ("c", 1),
+        "root_path": ""}
+    asyncio.run(app(scope, receive, send))
+    assert sent[0]["status"] == 400
+    assert (b"x-request-id", sent[0]["headers"][-1][1]) in sent[0]["headers"]
+    err = json.loads(b"".join(m.get("body", b"") for m in sent[1:]))["error"]
+    assert err["param"] == "Content-Length" and err["type"] == "invalid_request_error" and err["code"] == 400
+
+
+def test_unexpected_error_is_500_with_request_id_and_logged_once(cpu_backend, caplog):
+    state = make_state(cpu_backend)
+
+    class Broken:
+        def __getattr__(self, name):
+            return getattr(cpu_backend, name)
+
+        def generate(self, params, cancel):
+            raise KeyError("internal detail 7f3a")
+
+    state.engine.backend = Broken()
+    with caplog.at_level(logging.INFO), TestClient(create_app(state)) as c:
+        r = c.post("/generate", json={"prompt": "x"}, headers={"X-Request-ID": "req-500"})
+    err = error_of(r, 500)
+    assert err["type"] == "server_error" and "X-Request-ID" in err["message"]
+    assert r.headers["x-request-id"] == "req-500" and "7f3a" not in r.text
+    errors = [rec for rec in caplog.records if rec.levelno >= logging.ERROR]
+    assert len(errors) == 1 and errors[0].fields["request_id"] == "req-500"
+    access = [rec.fields for rec in caplog.records if rec.name == "serving.access"]
+    assert [(a["request_id"], a["status"]) for a in access] == [("req-500", 500)]
 
 
 def test_unacceptable_image_type_is_406(client):
@@ -249,6 +303,43 @@ def test_accelerator_oom_is_503_and_the_server_stays_healthy(cpu_backend, monkey
         assert "accelerator" in err["message"] and r.headers["retry-after"] == "1"
         assert c.get("/healthz").status_code == 200 and c.get("/readyz").status_code == 200
         assert c.post("/generate", json={"prompt": "x"}).status_code == 200
+
+
+def _always_oom(monkeypatch, cpu_backend):
+    def oom(self, *args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(type(cpu_backend.pipe), "__call__", oom)
+
+
+def test_repeated_accelerator_errors_fail_liveness_and_readiness(cpu_backend, monkeypatch, caplog):
+    from serving.engine import MAX_CONSECUTIVE_ACCELERATOR_ERRORS
+
+    state = make_state(cpu_backend)
+    _always_oom(monkeypatch, cpu_backend)
+    with caplog.at_level(logging.INFO), TestClient(create_app(state)) as c:
+        for i in range(MAX_CONSECUTIVE_ACCELERATOR_ERRORS):
+            assert c.get("/healthz").status_code == 200, f"unhealthy after {i} errors"
+            assert "accelerator failed" in error_of(c.post("/generate", json={"prompt": "x"}), 503)["message"]
+        assert "restart" in error_of(c.get("/healthz"), 503)["message"]
+        assert "failed" in error_of(c.get("/readyz"), 503)["message"]
+        # Later requests are refused before they reach the broken device.
+        assert "unusable" in error_of(c.post("/generate", json={"prompt": "x"}), 503)["message"]
+    assert state.phase == "failed"
+    marked = [rec for rec in caplog.records if "marking the server unhealthy" in rec.getMessage()]
+    assert len(marked) == 1 and marked[0].levelno == logging.ERROR
+
+
+def test_unrecoverable_accelerator_fails_liveness_at_once(cpu_backend, monkeypatch):
+    state = make_state(cpu_backend)
+    _always_oom(monkeypatch, cpu_backend)
+    monkeypatch.setattr(cpu_backend, "recover", lambda: False)  # the device probe fails
+    with TestClient(create_app(state)) as c:
+        error_of(c.post("/generate", json={"prompt": "x"}), 503)
+        error_of(c.get("/healthz"), 503)
+        error_of(c.get("/readyz"), 503)
+        state.set_phase("ready")  # "failed" is terminal: nothing but a restart makes the server healthy again
+        error_of(c.get("/healthz"), 503)
 
 
 def test_timeout_is_504_and_frees_the_slot(cpu_backend):

@@ -89,6 +89,26 @@ def test_cuda_backend_refuses_without_a_gpu(tiny_model, monkeypatch):
         create_backend(Settings(model=str(tiny_model), device="cuda"))
 
 
+def test_cuda_recover_reports_an_unusable_context(monkeypatch):
+    import torch
+
+    from serving.backends.cuda import CudaBackend
+
+    backend = CudaBackend.__new__(CudaBackend)  # recover() needs no pipeline
+
+    def sticky():
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(torch.cuda, "synchronize", sticky)
+    assert backend.recover() is False
+
+    def oom():
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(torch.cuda, "synchronize", oom)
+    assert backend.recover() is True  # memory pressure is not a broken device
+
+
 def test_cuda_options_follow_flags():
     from serving.backends.cuda import cuda_options
 

@@ -136,6 +136,42 @@ def test_accelerator_error_is_503_and_the_engine_keeps_working():
     assert run(engine.generate(params(seed=3))).images == ["image-3-0"]
 
 
+def test_only_consecutive_accelerator_errors_mark_the_engine_failed():
+    from serving.engine import MAX_CONSECUTIVE_ACCELERATOR_ERRORS
+
+    backend = StepBackend(fail=MemoryError("out of memory"))
+    engine = Engine(backend, max_concurrency=1, max_queue=0, request_timeout=5)
+    reasons = []
+    engine.on_failed = reasons.append
+
+    def fail(times):
+        backend.fail = MemoryError("out of memory")
+        for _ in range(times):
+            with pytest.raises(Unavailable, match="accelerator failed"):
+                run(engine.generate(params()))
+
+    fail(MAX_CONSECUTIVE_ACCELERATOR_ERRORS - 1)
+    backend.fail = None
+    run(engine.generate(params()))  # a success resets the count
+    fail(MAX_CONSECUTIVE_ACCELERATOR_ERRORS - 1)
+    assert engine.failed is None and reasons == []
+    fail(1)
+    assert engine.failed and reasons == [engine.failed]
+    backend.fail = None
+    with pytest.raises(Unavailable, match="unusable"):
+        run(engine.generate(params()))
+    assert reasons == [engine.failed]  # reported once
+
+
+def test_failed_recovery_marks_the_engine_failed_at_once():
+    backend = StepBackend(fail=MemoryError("out of memory"))
+    backend.recover = lambda: False
+    engine = Engine(backend, max_concurrency=1, max_queue=0, request_timeout=5)
+    with pytest.raises(Unavailable, match="accelerator failed"):
+        run(engine.generate(params()))
+    assert "probe failed" in engine.failed
+
+
 def test_other_errors_propagate_as_bugs():
     engine = Engine(StepBackend(fail=ValueError("bug")), max_concurrency=1, max_queue=0, request_timeout=5)
     with pytest.raises(ValueError, match="bug"):
