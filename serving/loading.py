@@ -3,16 +3,15 @@ from __future__ import annotations
 
 import glob
 import logging
-import os
-from pathlib import Path
+
+from serving.modelpath import ModelLoadError, check_model_dir, is_neuron_compiled
+
+__all__ = ["ModelLoadError", "check_model_dir", "detect_device", "is_neuron_compiled", "load_pipeline", "resolve_device",
+           "resolve_dtype"]
 
 log = logging.getLogger("serving.loading")
 
 NEURON_DEVICE_GLOB = "/dev/neuron*"
-
-
-class ModelLoadError(ValueError):
-    """The model path is missing or is not a pipeline this server can load."""
 
 
 def neuron_available() -> bool:
@@ -45,24 +44,6 @@ def resolve_dtype(device: str, dtype: str) -> str:
     if dtype != "auto":
         return dtype
     return {"cuda": "float16", "neuron": "bfloat16"}.get(device, "float32")
-
-
-def check_model_dir(model: str | os.PathLike) -> Path:
-    path = Path(model)
-    if not path.exists():
-        raise ModelLoadError(
-            f"model path {str(path)!r} does not exist: --model (SERVING_MODEL) must be a local diffusers directory; "
-            "create a test model with `python -m serving tiny-model DIR`"
-        )
-    if not (path / "model_index.json").is_file():
-        raise ModelLoadError(
-            f"model path {str(path)!r} has no model_index.json: --model must point at a diffusers pipeline directory"
-        )
-    return path
-
-
-def is_neuron_compiled(path: Path) -> bool:
-    return (path / "unet" / "model.neuron").is_file()
 
 
 def load_pipeline(model: str, device: str, dtype: str = "auto"):

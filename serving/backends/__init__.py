@@ -5,6 +5,7 @@ import logging
 
 from serving.backends.base import Backend, GenerationParams
 from serving.modelconfig import ModelDefaults, model_defaults
+from serving.modelpath import check_model_dir
 from serving.settings import Settings
 
 __all__ = ["Backend", "GenerationParams", "create_backend"]
@@ -14,7 +15,7 @@ log = logging.getLogger("serving.backend")
 
 def create_backend(settings: Settings) -> Backend:
     """Resolve the device, read the model's defaults and load the pipeline onto the device."""
-    from serving.loading import check_model_dir, resolve_device
+    from serving.loading import resolve_device
 
     path = check_model_dir(settings.model)
     device = resolve_device(settings.device)

@@ -14,6 +14,7 @@ from typing import Any
 from serving.backends.base import Backend, GenerationParams, cancel_callback_kwargs, set_scheduler
 from serving.errors import GenerationCancelled
 from serving.modelconfig import ModelDefaults
+from serving.modelpath import check_model_dir
 
 NEURON_FILE = "model.neuron"
 DATA_PARALLEL_MODES = ("none", "unet", "all")
@@ -76,8 +77,6 @@ class NeuronBackend(Backend):
 
     @classmethod
     def load(cls, model: str, defaults: ModelDefaults) -> "NeuronBackend":
-        from serving.loading import check_model_dir
-
         path = check_model_dir(model)
         shape, images = compiled_shape(path)
         return cls(load_neuron_pipeline(path, defaults.neuron_data_parallel_mode), defaults, shape, images)

@@ -1,0 +1,47 @@
+"""Public HTTP API (port 8080), assembled from one module per route family.
+
+- generation.py: /generate and the OpenAI-compatible /v1/images/generations
+- probes.py: /healthz, /readyz, /v1/endpoints and the playground page
+- gateway.py: the middleware every request passes (request id, auth, body limit, access log, metrics)
+- responses.py: the JSON error shape and the exception handlers; schemas.py: request/response models
+"""
+from __future__ import annotations
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from serving.api.gateway import MAX_BODY_BYTES, PUBLIC_PATHS, GatewayMiddleware
+from serving.api.generation import add_generation_routes, negotiate_image_type
+from serving.api.probes import STATIC_DIR, add_probe_routes
+from serving.api.responses import install_error_handlers
+from serving.state import ServerState
+
+__all__ = ["MAX_BODY_BYTES", "PUBLIC_PATHS", "create_app", "negotiate_image_type"]
+
+
+def create_app(state: ServerState) -> FastAPI:
+    s = state.settings
+    app = FastAPI(
+        title="edge-diffusion inference API",
+        version="1.0.0",
+        description=(
+            "Stable Diffusion text-to-image. Send `Authorization: Bearer <key>` when the server has a key "
+            f"(all routes except /healthz, /readyz, / and /static). Prompts up to {s.max_prompt_length} characters; "
+            f"width/height multiples of 8 in {s.min_image_size}..{s.max_image_size}; at most {s.max_steps} steps."
+        ),
+        docs_url=None,
+        redoc_url=None,
+        # Metrics are Prometheus on the private port and logs are our JSON lines; FastAPI's native OpenTelemetry
+        # hooks would only add per-request work.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
+    )
+    app.state.serving = state
+    install_error_handlers(app)
+    # Each family adds its routes to the app itself: app.include_router would hide them behind one lazy router
+    # entry in app.routes, which the route listings (tests, chart probes) read.
+    add_generation_routes(app, state)
+    add_probe_routes(app, state)
+    # check_dir=False: the directory may be added after the app is built (and is absent in slim images).
+    app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")
+    app.add_middleware(GatewayMiddleware, state=state)
+    return app

@@ -1,0 +1,107 @@
+"""Request and response models; request bounds (and so the OpenAPI schema) follow the server's configuration."""
+from __future__ import annotations
+
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from serving.settings import Settings
+
+MAX_SEED = 2**32 - 1
+MAX_GUIDANCE = 20.0
+
+
+class ErrorDetail(BaseModel):
+    message: str = Field(description="What is wrong and how to fix it")
+    type: str = Field(description="Error class, e.g. invalid_request_error, rate_limit_error, timeout")
+    param: Optional[str] = Field(None, description="The request field at fault, when there is one")
+    code: Optional[int] = Field(None, description="HTTP status code")
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+class ImageData(BaseModel):
+    b64_json: str = Field(description="Base64-encoded PNG")
+    revised_prompt: Optional[str] = None
+
+
+class ImagesResponse(BaseModel):
+    created: int = Field(description="Unix time of creation")
+    data: list[ImageData]
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    status: Literal["ready"]
+    device: str
+    model: str
+
+
+class Endpoint(BaseModel):
+    url: str
+    zone: Optional[str] = None
+    accelerator: Optional[str] = None
+    ready: bool
+
+
+ERROR_TEXT = {
+    400: "Malformed request (e.g. the body is not JSON, or a bad Content-Length)",
+    401: "Missing or wrong bearer key",
+    404: "Not found / not configured",
+    406: "No acceptable image type in Accept",
+    413: "Request body over 1 MiB",
+    422: "A field is invalid; error.param names it",
+    429: "Queue full; retry after Retry-After seconds",
+    503: "Not ready, draining, or the accelerator failed this request (or failed for good: see /healthz)",
+    504: "Generation exceeded the request timeout",
+}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries for the given error statuses, all in the ErrorResponse shape."""
+    return {code: {"model": ErrorResponse, "description": ERROR_TEXT[code]} for code in codes}
+
+
+def build_request_models(s: Settings) -> tuple[type[BaseModel], type[BaseModel]]:
+    size = dict(ge=s.min_image_size, le=s.max_image_size, multiple_of=8)
+
+    class GenerationFields(BaseModel):
+        # Strict: "64" or true is not silently an integer; a client bug should surface as a 422 naming the field.
+        model_config = ConfigDict(extra="forbid", strict=True)
+
+        prompt: str = Field(min_length=1, max_length=s.max_prompt_length, description="What to draw")
+        negative_prompt: Optional[str] = Field(None, max_length=s.max_prompt_length, description="What to avoid")
+        num_inference_steps: Optional[int] = Field(None, ge=1, le=s.max_steps, description="Denoising steps (model default when omitted)")
+        guidance_scale: Optional[float] = Field(
+            None, ge=0, le=MAX_GUIDANCE, allow_inf_nan=False, description="Classifier-free guidance; 0 disables it"
+        )
+        seed: Optional[int] = Field(None, ge=0, le=MAX_SEED, description="Same seed and parameters give the same image")
+
+        @field_validator("prompt")
+        @classmethod
+        def _not_blank(cls, value: str) -> str:
+            if not value.strip():
+                raise ValueError("must contain non-whitespace text")
+            return value
+
+    class GenerateRequest(GenerationFields):
+        width: Optional[int] = Field(None, **size, description="Image width in pixels, a multiple of 8")
+        height: Optional[int] = Field(None, **size, description="Image height in pixels, a multiple of 8")
+
+    class OpenAIImageRequest(GenerationFields):
+        n: int = Field(1, ge=1, le=s.max_images, description="Number of images")
+        size: Optional[str] = Field(None, pattern=r"^[0-9]{1,5}x[0-9]{1,5}$", description="WIDTHxHEIGHT, e.g. 512x512")
+        response_format: Optional[Literal["b64_json", "url"]] = Field(
+            None, description="Only b64_json is supported (this server stores no images)"
+        )
+        model: Optional[str] = Field(None, max_length=256, description="Accepted for compatibility; the served model is fixed")
+        user: Optional[str] = Field(None, max_length=256, description="Accepted for compatibility; ignored")
+        quality: Optional[str] = Field(None, max_length=32, description="Accepted for compatibility; ignored")
+        style: Optional[str] = Field(None, max_length=32, description="Accepted for compatibility; ignored")
+
+    return GenerateRequest, OpenAIImageRequest
