@@ -1,1 +1,1 @@
-"""Benchmarks: `python -m benchmarks.cpu` (make bench) and `python -m benchmarks.gpu` (python -m serving bench-gpu)."""
+"""Benchmarks: `python -m benchmarks.cpu` (make bench) and `python -m benchmarks.gpu`."""

@@ -1,7 +1,7 @@
 """GPU benchmark: plain diffusers vs the server's optimized cuda path (serving.optimize) on SD 2.1 random weights.
 
     python -m benchmarks.gpu                   # on an NVIDIA GPU: writes benchmarks/results/<gpu-name>.json + .png
-    python -m serving bench-gpu --e2e          # same, plus the server itself over HTTP with the best exact settings
+    python -m benchmarks.gpu --e2e             # same, plus the server itself over HTTP with the best exact settings
     python -m benchmarks.gpu --smoke           # CPU, tiny model: the same code paths in seconds (tested in CI)
 
 Latency is the p50 of whole pipeline calls (text encoder, every UNet step, VAE decode, PIL conversion), timed with

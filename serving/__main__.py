@@ -1,4 +1,4 @@
-"""python -m serving {serve, tiny-model, bench, bench-gpu}."""
+"""python -m serving {serve, tiny-model, bench}. The GPU benchmark is `python -m benchmarks.gpu` (not in the image)."""
 from __future__ import annotations
 
 import argparse
@@ -36,15 +36,11 @@ def _tiny_model(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    # bench / bench-gpu own their flags; hand everything after the subcommand to them untouched.
+    # bench owns its flags; hand everything after the subcommand to it untouched.
     if argv and argv[0] == "bench":
         from serving.bench import main as bench_main
 
         return bench_main(argv[1:]) or 0
-    if argv and argv[0] == "bench-gpu":
-        from benchmarks.gpu import main as gpu_main
-
-        return gpu_main(argv[1:]) or 0
 
     from serving.settings import add_serve_arguments
 
@@ -58,7 +54,6 @@ def main(argv: list[str] | None = None) -> int:
     tiny.add_argument("--seed", type=int, default=0)
     tiny.set_defaults(func=_tiny_model)
     sub.add_parser("bench", help="HTTP load client (python -m serving bench --help)")
-    sub.add_parser("bench-gpu", help="GPU pipeline benchmark (python -m serving bench-gpu --help)")
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -99,12 +99,3 @@ def test_without_a_gpu_the_full_run_says_how_to_proceed(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(SystemExit, match="no CUDA device.*--smoke"):
         gpu.main([])
-
-
-def test_bench_gpu_subcommand_delegates(monkeypatch):
-    import serving.__main__ as cli
-
-    seen = []
-    monkeypatch.setattr(gpu, "main", lambda argv: seen.append(argv) or 0)
-    assert cli.main(["bench-gpu", "--smoke", "--iters", "1"]) == 0
-    assert seen == [["--smoke", "--iters", "1"]]
