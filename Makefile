@@ -12,7 +12,7 @@ export JSII_SILENCE_WARNING_UNTESTED_NODE_VERSION := 1
 TINY_MODEL := .cache/tiny-model
 PYTEST_ARGS ?=
 
-.PHONY: setup synth test serve bench browser clean
+.PHONY: setup synth test serve bench browser clean schema
 
 setup: $(VENV)/.installed .venv-checkov/.installed node_modules/.installed browser
 
@@ -47,6 +47,10 @@ browser:
 synth: $(VENV)/.installed node_modules/.installed
 	cdk synth --quiet
 	$(PY) -m tools.render_manifests --assembly cdk.out --out dist
+
+# The config's JSON Schema and the field table in docs/cluster.md come from the edge_config models.
+schema: $(VENV)/.installed
+	$(PY) -m tools.config_reference
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)

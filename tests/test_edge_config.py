@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import re
 
+import pydantic
 import pytest
 
 import edge_config
@@ -52,9 +52,9 @@ def test_default_config_is_complete_and_typed():
 
 def test_config_objects_are_frozen():
     cfg = load_config(DEFAULT_CONTEXT)
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(pydantic.ValidationError, match="frozen"):
         cfg.region = "eu-west-1"  # type: ignore[misc]
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(pydantic.ValidationError, match="frozen"):
         cfg.workloads.node_port = 1  # type: ignore[misc]
     with pytest.raises(TypeError):
         cfg.nodepool_limits["nvidia"] = None  # type: ignore[index]
