@@ -28,9 +28,11 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _tiny_model(args: argparse.Namespace) -> int:
-    from serving.tiny import write_tiny_model
+    from serving.tiny import write_tiny_model, write_tiny_taesd
 
     print(write_tiny_model(args.out_dir, seed=args.seed))
+    if args.taesd:
+        print(write_tiny_taesd(args.taesd, seed=args.seed))
     return 0
 
 
@@ -52,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     tiny = sub.add_parser("tiny-model", help="write a tiny random-weight SD 2.x pipeline (no network)")
     tiny.add_argument("out_dir")
     tiny.add_argument("--seed", type=int, default=0)
+    tiny.add_argument("--taesd", metavar="DIR", help="also write a tiny AutoencoderTiny (for --stream-vae) to DIR")
     tiny.set_defaults(func=_tiny_model)
     sub.add_parser("bench", help="HTTP load client (python -m serving bench --help)")
     args = parser.parse_args(argv)

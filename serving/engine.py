@@ -107,7 +107,13 @@ class Engine:
             self._notify_idle()
 
     # -- requests ------------------------------------------------------------------------------------------
-    async def generate(self, params: GenerationParams) -> GenerationResult:
+    async def generate(self, params: GenerationParams, work: Callable[[threading.Event], list] | None = None,
+                       queue_exempt: bool = False) -> GenerationResult:
+        """Admit, wait for a slot (FIFO), run ``work`` (default: the backend's generate) on a worker thread.
+
+        ``queue_exempt`` is for stream frames: each stream holds at most one waiting frame, so --max-streams
+        bounds them, and they queue in the same FIFO as REST requests (served in arrival order).
+        """
         if self.draining:
             raise Unavailable("server is shutting down; retry on another endpoint", headers={"Retry-After": "1"})
         if self.backend is None:
@@ -117,7 +123,7 @@ class Engine:
             raise Unavailable("the accelerator on this server is unusable; retry on another endpoint",
                               headers={"Retry-After": "1"})
         self.backend.check(params)
-        if self.running + self.waiting >= self.max_concurrency + self.max_queue:
+        if not queue_exempt and self.running + self.waiting >= self.max_concurrency + self.max_queue:
             raise QueueFull(
                 f"server is at capacity ({self.max_concurrency} running, {self.max_queue} queued); retry later",
                 headers={"Retry-After": str(self.retry_after_s())},
@@ -132,7 +138,7 @@ class Engine:
         queue_ms = (time.perf_counter() - enqueued) * 1000
         cancel = threading.Event()
         self._cancels.add(cancel)
-        future = loop.run_in_executor(self._executor, self._run, params, cancel)
+        future = loop.run_in_executor(self._executor, self._run, params, cancel, work)
         release_later = False
         try:
             images, seconds = await asyncio.wait_for(asyncio.shield(future), max(0.0, deadline - loop.time()))
@@ -166,10 +172,10 @@ class Engine:
             log.warning("abandoned generation failed", extra={"fields": {"error": repr(exc)}})
         self._release()
 
-    def _run(self, params: GenerationParams, cancel: threading.Event) -> tuple[list, float]:
+    def _run(self, params: GenerationParams, cancel: threading.Event, work=None) -> tuple[list, float]:
         started = time.perf_counter()
         try:
-            images = self.backend.generate(params, cancel)
+            images = work(cancel) if work is not None else self.backend.generate(params, cancel)
         except GenerationCancelled:
             raise
         except Exception as exc:

@@ -107,8 +107,13 @@ def _url(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, node_port: int) -> s
     return f"http://{host}:{node_port}"
 
 
+def stream_url(url: str) -> str:
+    """The WebSocket frame stream of an endpoint: same host and port, ws:// for http://, wss:// for https://."""
+    return "ws" + url.removeprefix("http") + "/v1/stream"
+
+
 def endpoints_from_objects(endpoint_slices: list[dict], nodes: list[dict], node_port: int) -> list[dict]:
-    """Turn a Service's EndpointSlices and the cluster's Nodes into ``[{url, zone, accelerator, ready}]``.
+    """Turn a Service's EndpointSlices and the cluster's Nodes into ``[{url, stream_url, zone, accelerator, ready}]``.
 
     One item per node that hosts at least one ready, non-terminating endpoint. ``ready`` is False when that
     node is cordoned, being deleted or disrupted by Karpenter, or not Ready itself: it still answers, but a
@@ -138,9 +143,11 @@ def endpoints_from_objects(endpoint_slices: list[dict], nodes: list[dict], node_
             # only send devices into a connection timeout.
             continue
         labels = node.get("metadata", {}).get("labels") or {}
+        url = _url(ip, node_port)
         items.append(
             {
-                "url": _url(ip, node_port),
+                "url": url,
+                "stream_url": stream_url(url),
                 "zone": labels.get(ZONE_LABEL) or slice_zone or None,
                 "accelerator": node_accelerator(node),
                 "ready": _node_in_service(node),

@@ -16,8 +16,8 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 
 class Metrics:
     """One registry per server instance (tests build several apps in one process)."""
 
-    def __init__(self, engine_state: Callable[[], dict], ready: Callable[[], bool]):
-        self.registry = CollectorRegistry(auto_describe=True)
+    def __init__(self, engine_state: Callable[[], dict], ready: Callable[[], bool], registry=None):
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "edge_diffusion_requests", "HTTP requests by route and status code", ("route", "status"), registry=self.registry
         )

@@ -40,7 +40,15 @@ def build_state(settings: Settings, api_key: str | None = None) -> ServerState:
     state = ServerState(settings=settings, engine=engine, api_key=api_key)
     # A broken accelerator fails /healthz (liveness restarts the pod) and /readyz (traffic moves elsewhere).
     engine.on_failed = lambda _reason: state.set_phase("failed")
-    state.metrics = Metrics(engine.load_snapshot, lambda: state.ready)
+    from prometheus_client import CollectorRegistry
+
+    from serving.streams import StreamHub
+
+    # The load signal KEDA scales on counts open streams as busy slots (StreamHub.load_snapshot).
+    registry = CollectorRegistry(auto_describe=True)
+    state.streams = StreamHub(settings, engine, registry)
+    state.metrics = Metrics(lambda: state.streams.load_snapshot(engine.load_snapshot()), lambda: state.ready,
+                            registry=registry)
     if settings.inventory_service:
         from serving.inventory import KubernetesInventory
 
@@ -82,6 +90,8 @@ async def load_model(state: ServerState, create_backend: Callable | None = None)
     if not settings.skip_warmup:
         state.set_phase("warming up")
         await _in_daemon_thread(lambda: backend.warmup(settings.warmup_shapes))
+        if settings.stream_warmup_shape and settings.max_streams:
+            await _in_daemon_thread(lambda: state.streams.warmup(backend.defaults))
         log.info("warm-up done", extra={"fields": {"warmup_s": round(time.perf_counter() - loaded, 3)}})
     if state.phase != "draining":
         state.set_phase("ready")
@@ -95,7 +105,9 @@ async def serve(settings: Settings, api_key: str | None = None) -> int:
 
     common = dict(log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=SHUTDOWN_MARGIN_S,
                   server_header=False, date_header=False)
-    public = _Server(uvicorn.Config(create_app(state), host=settings.host, port=settings.port, **common))
+    # Room over --max-frame-bytes so an oversized frame gets the stream's error message rather than a 1009 close.
+    public = _Server(uvicorn.Config(create_app(state), host=settings.host, port=settings.port,
+                                    ws_max_size=settings.max_frame_bytes + 64 * 1024, **common))
     private = _Server(uvicorn.Config(state.metrics.app(), host=settings.host, port=settings.metrics_port, **common))
     stop = asyncio.Event()
     exit_code = 0
@@ -105,7 +117,7 @@ async def serve(settings: Settings, api_key: str | None = None) -> int:
         budget = max(0.0, settings.drain_timeout - SHUTDOWN_MARGIN_S)
         log.info("draining", extra={"fields": {"reason": reason, "in_flight": state.engine.running,
                                                "queue_depth": state.engine.waiting, "budget_s": budget}})
-        finished = await state.engine.drain(budget)
+        finished, _ = await asyncio.gather(state.engine.drain(budget), state.streams.drain(budget))
         if not finished:
             log.warning("drain timeout: aborting unfinished generations",
                         extra={"fields": {"in_flight": state.engine.running, "queue_depth": state.engine.waiting}})

@@ -51,6 +51,13 @@ class Settings:
     scheduler: str | None = None
     warmup_sizes: str | None = None
     log_level: str = "info"
+    # The WebSocket frame stream (serving.stream_ws).
+    max_streams: int = 4
+    stream_idle_timeout: float = 30.0
+    max_frame_bytes: int = 2 * 1024 * 1024
+    stream_vae: str | None = None
+    stream_warmup_size: str | None = None
+    stream_eager: bool = False
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -60,17 +67,21 @@ class Settings:
         return self.max_concurrency + self.max_queue
 
     @property
+    def stream_warmup_shape(self) -> tuple[int, int] | None:
+        return _parse_sizes(self.stream_warmup_size, "stream_warmup_size")[0] if self.stream_warmup_size else None
+
+    @property
     def warmup_shapes(self) -> list[tuple[int, int]]:
         """Parsed --warmup-sizes ("512x512,768x768"); empty means the model's default size."""
         return _parse_sizes(self.warmup_sizes) if self.warmup_sizes else []
 
 
-def _parse_sizes(text: str) -> list[tuple[int, int]]:
+def _parse_sizes(text: str, name: str = "warmup_sizes") -> list[tuple[int, int]]:
     shapes = []
     for item in text.split(","):
         width, sep, height = item.strip().lower().partition("x")
         if not sep or not width.isdigit() or not height.isdigit():
-            raise SettingsError(f"{_where('warmup_sizes')}: {item.strip()!r} is not WIDTHxHEIGHT (e.g. 512x512,768x768)")
+            raise SettingsError(f"{_where(name)}: {item.strip()!r} is not WIDTHxHEIGHT (e.g. 512x512,768x768)")
         shapes.append((int(width), int(height)))
     return shapes
 
@@ -136,6 +147,19 @@ def _validate(s: Settings) -> None:
         for value in (width, height):
             if value % 8 or not s.min_image_size <= value <= s.max_image_size:
                 fail("warmup_sizes", f"{width}x{height}: sides must be multiples of 8 within {s.min_image_size}..{s.max_image_size}")
+    if s.max_streams < 0:
+        fail("max_streams", f"must be >= 0 (0 disables the stream), got {s.max_streams}")
+    if not s.stream_idle_timeout > 0:
+        fail("stream_idle_timeout", f"must be a positive number of seconds, got {s.stream_idle_timeout}")
+    if s.max_frame_bytes < 1024:
+        fail("max_frame_bytes", f"must be >= 1024, got {s.max_frame_bytes}")
+    if s.stream_warmup_size:
+        shapes = _parse_sizes(s.stream_warmup_size, "stream_warmup_size")
+        if len(shapes) != 1:
+            fail("stream_warmup_size", f"takes one WIDTHxHEIGHT, got {s.stream_warmup_size!r}")
+        for value in shapes[0]:
+            if value % 8 or not s.min_image_size <= value <= s.max_image_size:
+                fail("stream_warmup_size", f"sides must be multiples of 8 within {s.min_image_size}..{s.max_image_size}")
     if s.log_level not in ("debug", "info", "warning", "error"):
         fail("log_level", f"must be debug, info, warning or error, got {s.log_level!r}")
 
@@ -174,6 +198,12 @@ _HELP = {
     "scheduler": "diffusers scheduler class name to use instead of the model's",
     "warmup_sizes": "sizes to warm up (and compile) before ready, e.g. 512x512,768x768; default: the model's size",
     "log_level": "debug, info, warning or error",
+    "max_streams": "concurrent WebSocket frame streams (GET /v1/stream); more get 429; 0 disables streams",
+    "stream_idle_timeout": "seconds without a client message after which a stream is closed",
+    "max_frame_bytes": "largest encoded frame accepted on a stream",
+    "stream_vae": "local AutoencoderTiny (TAESD) directory the stream encodes and decodes frames with",
+    "stream_warmup_size": "stream frame size to warm up (and on cuda capture) before ready, e.g. 512x512",
+    "stream_eager": "cuda: run stream frames eagerly instead of replaying captured CUDA graphs",
 }
 
 _CHOICES = {"device": DEVICES, "dtype": DTYPES}

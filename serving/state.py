@@ -18,6 +18,7 @@ class ServerState:
     api_key: str | None = None
     metrics: Any = None
     inventory: Any = None
+    streams: Any = None
     defaults: ModelDefaults | None = None
     device: str | None = None
     phase: str = "loading"

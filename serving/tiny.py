@@ -111,3 +111,31 @@ def write_tiny_model(out_dir: str | Path, seed: int = 0) -> Path:
     pipe.save_pretrained(out, safe_serialization=True)
     (out / "serving.json").write_text(json.dumps(SERVING_HINTS, indent=2) + "\n")
     return out
+
+
+def write_tiny_taesd(out_dir: str | Path, seed: int = 0) -> Path:
+    """Write a random-weight AutoencoderTiny in TAESD's layout (4 latent channels, 8x downsampling), scaled down.
+
+    It stands in for madebyollin/taesd in offline tests of --stream-vae: same classes, same config keys, same
+    latent shape as the tiny pipeline's VAE.
+    """
+    import torch
+    from diffusers import AutoencoderTiny
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    vae = AutoencoderTiny(
+        in_channels=3,
+        out_channels=3,
+        encoder_block_out_channels=(16, 16, 16, 16),
+        decoder_block_out_channels=(16, 16, 16, 16),
+        num_encoder_blocks=(1, 1, 1, 1),
+        num_decoder_blocks=(1, 1, 1, 1),
+        latent_channels=4,
+        upsampling_scaling_factor=2,
+        act_fn="relu",
+        scaling_factor=1.0,
+    )
+    vae.save_pretrained(out, safe_serialization=True)
+    return out

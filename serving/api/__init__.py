@@ -2,6 +2,7 @@
 
 - generation.py: /generate and the OpenAI-compatible /v1/images/generations
 - probes.py: /healthz, /readyz, /v1/endpoints and the playground page
+- serving/edits.py: /v1/images/edits; serving/stream_ws.py: the WebSocket frame stream /v1/stream
 - gateway.py: the middleware every request passes (request id, auth, body limit, access log, metrics)
 - responses.py: the JSON error shape and the exception handlers; schemas.py: request/response models
 """
@@ -14,7 +15,9 @@ from serving.api.gateway import MAX_BODY_BYTES, PUBLIC_PATHS, GatewayMiddleware
 from serving.api.generation import add_generation_routes, negotiate_image_type
 from serving.api.probes import STATIC_DIR, add_probe_routes
 from serving.api.responses import install_error_handlers
+from serving.edits import add_edit_routes
 from serving.state import ServerState
+from serving.stream_ws import add_stream_routes
 
 __all__ = ["MAX_BODY_BYTES", "PUBLIC_PATHS", "create_app", "negotiate_image_type"]
 
@@ -41,6 +44,8 @@ def create_app(state: ServerState) -> FastAPI:
     # entry in app.routes, which the route listings (tests, chart probes) read.
     add_generation_routes(app, state)
     add_probe_routes(app, state)
+    add_edit_routes(app, state)
+    add_stream_routes(app, state)
     # check_dir=False: the directory may be added after the app is built (and is absent in slim images).
     app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")
     app.add_middleware(GatewayMiddleware, state=state)

@@ -16,6 +16,7 @@ from serving.backends.base import GenerationParams
 from serving.errors import InvalidRequest, ServingError, Unavailable
 from serving.imaging import MEDIA_TYPES as IMAGE_TYPES
 from serving.imaging import encode_image
+from serving.img2img import with_init_image
 from serving.state import ServerState
 
 # Images larger than this are encoded off the event loop (PNG of 512x512 takes milliseconds).
@@ -123,6 +124,7 @@ def add_generation_routes(app: FastAPI, state: ServerState) -> None:
     async def generate(body: GenerateRequest, request: Request):
         media_type = negotiate_image_type(request.headers.get("accept"))
         params = resolve_params(state, body, body.width, body.height)
+        params = await with_init_image(params, body.image, body.strength, s, body.width, body.height)
         note_generation(state, request, "generate", params)
         result = await state.engine.generate(params)
         note_generation(state, request, "generate", params, result)

@@ -44,6 +44,7 @@ class Readiness(BaseModel):
 
 class Endpoint(BaseModel):
     url: str
+    stream_url: Optional[str] = Field(None, description="The endpoint's WebSocket frame stream (GET /v1/stream)")
     zone: Optional[str] = None
     accelerator: Optional[str] = None
     ready: bool
@@ -92,6 +93,10 @@ def build_request_models(s: Settings) -> tuple[type[BaseModel], type[BaseModel]]
     class GenerateRequest(GenerationFields):
         width: Optional[int] = Field(None, **size, description="Image width in pixels, a multiple of 8")
         height: Optional[int] = Field(None, **size, description="Image height in pixels, a multiple of 8")
+        image: Optional[str] = Field(None, description="Image-to-image: base64 PNG, JPEG or WebP to start from; the "
+                                     "output keeps its size unless width/height are given (then it is resized)")
+        strength: Optional[float] = Field(None, gt=0, le=1, allow_inf_nan=False, description="Image-to-image: how "
+                                          "much to repaint, 0 < s <= 1 (default 0.8; 1.0 for 1-step models)")
 
     class OpenAIImageRequest(GenerationFields):
         n: int = Field(1, ge=1, le=s.max_images, description="Number of images")

@@ -27,6 +27,9 @@ class GenerationParams:
     seed: int
     n: int = 1
     negative_prompt: str | None = None
+    # Image-to-image: an RGB PIL image already at width x height, and how much of it to repaint (0 < s <= 1).
+    image: Any = None
+    strength: float | None = None
 
 
 class Backend(abc.ABC):
@@ -35,6 +38,7 @@ class Backend(abc.ABC):
     name = "base"
     fixed_shape: tuple[int, int] | None = None
     fixed_images: int | None = None
+    supports_img2img = False
 
     def __init__(self, defaults: ModelDefaults, slots: int = 1):
         self.defaults = defaults
@@ -51,6 +55,8 @@ class Backend(abc.ABC):
             )
         if self.fixed_images and params.n != self.fixed_images:
             raise InvalidRequest(f"this endpoint's compiled model makes exactly {self.fixed_images} image(s) per request", param="n")
+        if params.image is not None and not self.supports_img2img:
+            raise InvalidRequest(f"image-to-image is not available on this endpoint's {self.name} backend", param="image")
 
     @abc.abstractmethod
     def generate(self, params: GenerationParams, cancel: threading.Event) -> list:
@@ -119,6 +125,7 @@ class DiffusersBackend(Backend):
     """One pipeline object per concurrency slot: they share weights, each has its own scheduler state."""
 
     name = "diffusers"
+    supports_img2img = True
 
     def __init__(self, pipe: Any, defaults: ModelDefaults, slots: int = 1):
         super().__init__(defaults, slots)
@@ -155,18 +162,24 @@ class DiffusersBackend(Backend):
         try:
             if cancel.is_set():
                 raise GenerationCancelled()
+            if params.image is not None:
+                from serving.img2img import img2img_twin
+
+                # One init image per output: diffusers deprecates broadcasting a single image over a batch.
+                call, mode_args = img2img_twin(pipe), {"image": [params.image] * params.n, "strength": params.strength}
+            else:
+                call, mode_args = pipe, {"width": params.width, "height": params.height}
             with torch.inference_mode():
-                out = pipe(
+                out = call(
                     prompt=params.prompt,
                     negative_prompt=params.negative_prompt,
-                    width=params.width,
-                    height=params.height,
+                    **mode_args,
                     num_inference_steps=params.steps,
                     guidance_scale=params.guidance_scale,
                     num_images_per_prompt=params.n,
                     generator=self._generator(params.seed),
                     output_type="pil",
-                    **cancel_callback_kwargs(pipe, cancel),
+                    **cancel_callback_kwargs(call, cancel),
                 )
             return list(out.images)
         finally:

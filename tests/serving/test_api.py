@@ -441,5 +441,5 @@ def test_metrics_app_exposes_counters_and_load(state, client):
                  "edge_diffusion_load", "edge_diffusion_ready 1.0"):
         assert name in text
     assert 'edge_diffusion_requests_total{route="generate",status="200"}' in text
-    assert metrics.get("/load").json() == {"in_flight": 0, "queue_depth": 0, "load": 0.0}
+    assert metrics.get("/load").json() == {"in_flight": 0, "queue_depth": 0, "load": 0.0, "streams": 0}
     assert client.get("/metrics", headers=AUTH).status_code == 404  # never on the public port

@@ -268,10 +268,10 @@ def endpoint_slices() -> list[dict]:
 
 def test_lists_one_url_per_node_with_a_ready_endpoint(endpoint_slices, nodes):
     assert endpoints_from_objects(endpoint_slices, nodes, NODE_PORT) == [
-        {"url": "http://198.51.100.10:30080", "zone": LAX_A, "accelerator": "nvidia", "ready": True},
-        {"url": "http://198.51.100.30:30080", "zone": LAX_A, "accelerator": "nvidia", "ready": False},
-        {"url": "http://198.51.100.20:30080", "zone": LAX_B, "accelerator": "nvidia", "ready": True},
-        {"url": "http://203.0.113.7:30080", "zone": REGION_A, "accelerator": "neuron", "ready": True},
+        {"url": "http://198.51.100.10:30080", "stream_url": "ws://198.51.100.10:30080/v1/stream", "zone": LAX_A, "accelerator": "nvidia", "ready": True},
+        {"url": "http://198.51.100.30:30080", "stream_url": "ws://198.51.100.30:30080/v1/stream", "zone": LAX_A, "accelerator": "nvidia", "ready": False},
+        {"url": "http://198.51.100.20:30080", "stream_url": "ws://198.51.100.20:30080/v1/stream", "zone": LAX_B, "accelerator": "nvidia", "ready": True},
+        {"url": "http://203.0.113.7:30080", "stream_url": "ws://203.0.113.7:30080/v1/stream", "zone": REGION_A, "accelerator": "neuron", "ready": True},
     ]
 
 
@@ -318,6 +318,7 @@ def test_ipv6_external_ip_is_bracketed_and_ipv4_preferred(nodes):
                                    {"type": "InternalIP", "address": "10.0.64.11"}]
     slices = [make_slice("s", [make_endpoint("p", "10.0.64.201", node["metadata"]["name"], LAX_A, ready=True)])]
     assert endpoints_from_objects(slices, [node], NODE_PORT)[0]["url"] == "http://[2001:db8::10]:30080"
+    assert endpoints_from_objects(slices, [node], NODE_PORT)[0]["stream_url"] == "ws://[2001:db8::10]:30080/v1/stream"
     node["status"]["addresses"].append({"type": "ExternalIP", "address": "198.51.100.10"})
     assert endpoints_from_objects(slices, [node], NODE_PORT)[0]["url"] == "http://198.51.100.10:30080"
 

@@ -92,7 +92,7 @@ def test_timeout_is_504_and_the_generation_is_aborted(server):
     deadline = time.monotonic() + 2
     while httpx.get(server.metrics_url + "/load").json()["in_flight"] and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert httpx.get(server.metrics_url + "/load").json() == {"in_flight": 0, "queue_depth": 0, "load": 0.0}
+    assert httpx.get(server.metrics_url + "/load").json() == {"in_flight": 0, "queue_depth": 0, "load": 0.0, "streams": 0}
     assert gen(server).status_code == 200
 
 

@@ -24,7 +24,7 @@ KEY = "schema-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
           response_headers_conformance]
-OPERATIONS = ["POST /generate", "POST /v1/images/generations", "GET /healthz", "GET /readyz", "GET /v1/endpoints", "GET /"]
+OPERATIONS = ["POST /generate", "POST /v1/images/generations", "POST /v1/images/edits", "GET /healthz", "GET /readyz", "GET /v1/endpoints", "GET /"]
 
 
 @pytest.fixture(scope="module")
