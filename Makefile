@@ -11,6 +11,9 @@ export PATH := $(CURDIR)/node_modules/.bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 export JSII_SILENCE_WARNING_UNTESTED_NODE_VERSION := 1
 TINY_MODEL := .cache/tiny-model
 PYTEST_ARGS ?=
+TLS ?=
+TLS_DIR := .cache/tls
+TLS_SERVER_NAME := inference.edge-diffusion.internal
 
 .PHONY: setup synth test serve bench browser clean schema
 
@@ -58,8 +61,18 @@ test: setup
 $(TINY_MODEL)/model_index.json: $(VENV)/.installed
 	$(PY) -m serving tiny-model $(TINY_MODEL)
 
+# TLS=1: HTTPS with a throwaway CA under .cache/tls (remade when older than 6 days; the leaf lasts 7).
 serve: $(VENV)/.installed $(TINY_MODEL)/model_index.json
-	$(PY) -m serving serve --model $(TINY_MODEL) --device cpu --port $${PORT:-8080}
+	port=$${PORT:-8080}; tls_args=()
+	if [ -n "$(TLS)" ] && [ "$(TLS)" != 0 ]; then
+	  if [ -z "$$(find $(TLS_DIR)/tls.crt -mtime -6 2>/dev/null)" ]; then
+	    $(PY) -m serving dev-cert $(TLS_DIR) --server-name $(TLS_SERVER_NAME) >/dev/null
+	  fi
+	  tls_args=(--tls-cert-file $(TLS_DIR)/tls.crt --tls-key-file $(TLS_DIR)/tls.key --tls-ca-file $(TLS_DIR)/ca.crt \
+	            --tls-server-name $(TLS_SERVER_NAME))
+	  echo "TLS on: curl --cacert $(TLS_DIR)/ca.crt --connect-to $(TLS_SERVER_NAME):$$port:127.0.0.1:$$port https://$(TLS_SERVER_NAME):$$port/healthz"
+	fi
+	$(PY) -m serving serve --model $(TINY_MODEL) --device cpu --host $${HOST:-127.0.0.1} --port $$port "$${tls_args[@]}"
 
 bench: $(VENV)/.installed
 	$(PY) -m benchmarks.cpu

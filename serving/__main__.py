@@ -22,9 +22,16 @@ def _serve(args: argparse.Namespace) -> int:
 
     # Started before the heavy imports below so a cold disk read overlaps them.
     start_prefetch(settings.model)
+    from serving.tls import TLSFileError, server_tls_from
+
+    try:
+        tls = server_tls_from(settings)
+    except TLSFileError as exc:
+        print(f"serving: configuration error: {exc}", file=sys.stderr)
+        return 2
     from serving.server import serve
 
-    return asyncio.run(serve(settings, api_key))
+    return asyncio.run(serve(settings, api_key, tls=tls))
 
 
 def _tiny_model(args: argparse.Namespace) -> int:
@@ -33,6 +40,14 @@ def _tiny_model(args: argparse.Namespace) -> int:
     print(write_tiny_model(args.out_dir, seed=args.seed))
     if args.taesd:
         print(write_tiny_taesd(args.taesd, seed=args.seed))
+    return 0
+
+
+def _dev_cert(args: argparse.Namespace) -> int:
+    from serving.devcerts import write_local_pki
+
+    paths = write_local_pki(args.out_dir, args.server_name)
+    print(" ".join(f"{name}={path}" for name, path in paths.items()))
     return 0
 
 
@@ -56,6 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     tiny.add_argument("--seed", type=int, default=0)
     tiny.add_argument("--taesd", metavar="DIR", help="also write a tiny AutoencoderTiny (for --stream-vae) to DIR")
     tiny.set_defaults(func=_tiny_model)
+    dev_cert = sub.add_parser("dev-cert", help="write a throwaway CA (ca.crt) and serving pair (tls.crt, tls.key) for local TLS")
+    dev_cert.add_argument("out_dir")
+    dev_cert.add_argument("--server-name", default="inference.edge-diffusion.internal")
+    dev_cert.set_defaults(func=_dev_cert)
     sub.add_parser("bench", help="HTTP load client (python -m serving bench --help)")
     args = parser.parse_args(argv)
     return args.func(args)

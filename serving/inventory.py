@@ -102,9 +102,9 @@ def _endpoint_serves(endpoint: dict) -> bool:
     return conditions.get("ready", True) is not False and conditions.get("terminating") is not True
 
 
-def _url(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, node_port: int) -> str:
+def _url(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, node_port: int, scheme: str = "http") -> str:
     host = f"[{ip}]" if ip.version == 6 else str(ip)
-    return f"http://{host}:{node_port}"
+    return f"{scheme}://{host}:{node_port}"
 
 
 def stream_url(url: str) -> str:
@@ -112,7 +112,8 @@ def stream_url(url: str) -> str:
     return "ws" + url.removeprefix("http") + "/v1/stream"
 
 
-def endpoints_from_objects(endpoint_slices: list[dict], nodes: list[dict], node_port: int) -> list[dict]:
+def endpoints_from_objects(endpoint_slices: list[dict], nodes: list[dict], node_port: int,
+                           scheme: str = "http") -> list[dict]:
     """Turn a Service's EndpointSlices and the cluster's Nodes into ``[{url, stream_url, zone, accelerator, ready}]``.
 
     One item per node that hosts at least one ready, non-terminating endpoint. ``ready`` is False when that
@@ -121,6 +122,8 @@ def endpoints_from_objects(endpoint_slices: list[dict], nodes: list[dict], node_
     """
     if isinstance(node_port, bool) or not isinstance(node_port, int) or not 1 <= node_port <= 65535:
         raise ValueError(f"node_port must be an integer port number (1-65535), got {node_port!r}")
+    if scheme not in ("http", "https"):
+        raise ValueError(f"scheme must be http or https, got {scheme!r}")
 
     nodes_by_name = {n.get("metadata", {}).get("name"): n for n in nodes}
     endpoint_zone: dict[str, str] = {}
@@ -143,7 +146,7 @@ def endpoints_from_objects(endpoint_slices: list[dict], nodes: list[dict], node_
             # only send devices into a connection timeout.
             continue
         labels = node.get("metadata", {}).get("labels") or {}
-        url = _url(ip, node_port)
+        url = _url(ip, node_port, scheme)
         items.append(
             {
                 "url": url,
@@ -194,18 +197,20 @@ class KubernetesInventory:
         cache_ttl: float = 5.0,
         timeout: float = 5.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        scheme: str = "http",
     ) -> None:
         if not service:
             raise ValueError("service must be the name of the serving Service (e.g. 'edge-diffusion')")
         if node_port is not None:
             # Validates the port the same way the pure function does, at construction time.
-            endpoints_from_objects([], [], node_port)
+            endpoints_from_objects([], [], node_port, scheme)
         if cache_ttl < 0:
             raise ValueError(f"cache_ttl must be >= 0 seconds, got {cache_ttl!r}")
         self.service = service
         self.service_account_dir = Path(service_account_dir)
         self.namespace = namespace or self._read_namespace()
         self.node_port = node_port
+        self.scheme = scheme
         self.api_url = api_url.rstrip("/")
         self.cache_ttl = cache_ttl
         self.timeout = timeout
@@ -304,7 +309,7 @@ class KubernetesInventory:
                 raise result
         slices, nodes = results[0], results[1]
         node_port = node_port_from_service(results[2]) if self.node_port is None else self.node_port
-        return endpoints_from_objects(slices, nodes, node_port)
+        return endpoints_from_objects(slices, nodes, node_port, self.scheme)
 
     async def list_endpoints(self) -> list[dict]:
         """The current endpoints; a burst of callers within ``cache_ttl`` shares one set of API reads."""

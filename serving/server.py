@@ -52,7 +52,8 @@ def build_state(settings: Settings, api_key: str | None = None) -> ServerState:
     if settings.inventory_service:
         from serving.inventory import KubernetesInventory
 
-        state.inventory = KubernetesInventory(settings.inventory_service, settings.inventory_namespace, settings.inventory_node_port)
+        state.inventory = KubernetesInventory(settings.inventory_service, settings.inventory_namespace, settings.inventory_node_port,
+                                              scheme="https" if settings.tls_cert_file else "http")
     return state
 
 
@@ -98,16 +99,19 @@ async def load_model(state: ServerState, create_backend: Callable | None = None)
         log.info("ready", extra={"fields": {"startup_s": round(time.perf_counter() - started, 3)}})
 
 
-async def serve(settings: Settings, api_key: str | None = None) -> int:
-    """Run until SIGTERM/SIGINT (exit 0) or a failed model load (exit 1)."""
+async def serve(settings: Settings, api_key: str | None = None, tls: Any = None) -> int:
+    """Run until SIGTERM/SIGINT (exit 0) or a failed model load (exit 1); ``tls`` (serving.tls.ServerTLS) makes
+    the public port HTTPS-only."""
     state = build_state(settings, api_key)
+    state.tls = tls
     from serving.api import create_app
 
     common = dict(log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=SHUTDOWN_MARGIN_S,
                   server_header=False, date_header=False)
+    public_tls = {} if tls is None else {"ssl_context_factory": lambda _config, _default: tls.front}
     # Room over --max-frame-bytes so an oversized frame gets the stream's error message rather than a 1009 close.
     public = _Server(uvicorn.Config(create_app(state), host=settings.host, port=settings.port,
-                                    ws_max_size=settings.max_frame_bytes + 64 * 1024, **common))
+                                    ws_max_size=settings.max_frame_bytes + 64 * 1024, **common, **public_tls))
     private = _Server(uvicorn.Config(state.metrics.app(), host=settings.host, port=settings.metrics_port, **common))
     stop = asyncio.Event()
     exit_code = 0

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
 DEVICES = ("auto", "cpu", "cuda", "neuron")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
+_DNS_NAME = re.compile(r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*")
 
 
 class SettingsError(ValueError):
@@ -37,6 +39,11 @@ class Settings:
     inventory_service: str | None = None
     inventory_namespace: str | None = None
     inventory_node_port: int | None = None
+    # TLS on the public port (serving/tls.py); the metrics port always stays plain and in-cluster.
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    tls_ca_file: str | None = None
+    tls_server_name: str | None = None
     # Request bounds (documented in docs/serving.md; the OpenAPI schema is generated from them).
     min_image_size: int = 64
     max_image_size: int = 1024
@@ -126,6 +133,13 @@ def _validate(s: Settings) -> None:
         fail("api_key_secret_arn", "set either --api-key-file or --api-key-secret-arn, not both")
     if s.api_key_secret_arn and not s.api_key_secret_arn.startswith("arn:"):
         fail("api_key_secret_arn", f"must be a Secrets Manager ARN (arn:aws:secretsmanager:...), got {s.api_key_secret_arn!r}")
+    if bool(s.tls_cert_file) != bool(s.tls_key_file):
+        fail("tls_key_file" if s.tls_cert_file else "tls_cert_file", "TLS needs both --tls-cert-file and --tls-key-file")
+    for name in ("tls_ca_file", "tls_server_name"):
+        if getattr(s, name) and not s.tls_cert_file:
+            fail(name, "only applies with --tls-cert-file and --tls-key-file")
+    if s.tls_server_name and not _DNS_NAME.fullmatch(s.tls_server_name):
+        fail("tls_server_name", f"must be a DNS name such as inference.edge-diffusion.internal, got {s.tls_server_name!r}")
     if s.inventory_node_port is not None and not 1 <= s.inventory_node_port <= 65535:
         fail("inventory_node_port", f"must be a port 1..65535 (or unset to read it from the Service), got {s.inventory_node_port}")
     if s.min_image_size < 8 or s.min_image_size % 8:
@@ -186,6 +200,11 @@ _HELP = {
     "inventory_service": "Service name whose endpoints GET /v1/endpoints lists",
     "inventory_namespace": "namespace of --inventory-service (default: the pod's own)",
     "inventory_node_port": "nodePort devices call (default: read from the Service)",
+    "tls_cert_file": "PEM certificate chain of the public port; with --tls-key-file the port speaks only TLS 1.2+ "
+                     "and a rotated file is picked up by new connections without a restart",
+    "tls_key_file": "PEM private key of --tls-cert-file",
+    "tls_ca_file": "PEM CA certificate whose SPKI pin /v1/endpoints publishes (private-CA deployments)",
+    "tls_server_name": "name devices verify in the certificate, published by /v1/endpoints",
     "min_image_size": "smallest width/height accepted",
     "max_image_size": "largest width/height accepted",
     "max_steps": "largest num_inference_steps accepted",

@@ -19,6 +19,7 @@ class ServerState:
     metrics: Any = None
     inventory: Any = None
     streams: Any = None
+    tls: Any = None
     defaults: ModelDefaults | None = None
     device: str | None = None
     phase: str = "loading"

@@ -38,13 +38,19 @@ def add_probe_routes(app: FastAPI, state: ServerState) -> None:
         "/v1/endpoints",
         summary="Inference endpoints of this deployment (public node IP + NodePort), for devices to pick the nearest",
         response_model=list[Endpoint],
+        # server_name and ca_spki_sha256 appear only on a TLS server.
+        response_model_exclude_unset=True,
         responses=error_responses(401, 404, 503),
     )
     async def endpoints():
         if state.inventory is None:
             return json_error(404, "endpoint inventory is not enabled on this server (--inventory-service)", "not_found")
         try:
-            return await state.inventory.list_endpoints()
+            items = await state.inventory.list_endpoints()
+            if state.tls is not None:
+                tls_fields = state.tls.endpoint_fields()
+                items = [{**item, **tls_fields} for item in items]
+            return items
         except Exception as exc:
             log.warning("inventory lookup failed", extra={"fields": {"error": repr(exc)[:300]}})
             return json_error(503, "the Kubernetes API did not answer the inventory lookup; retry shortly", "unavailable",

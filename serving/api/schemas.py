@@ -48,6 +48,8 @@ class Endpoint(BaseModel):
     zone: Optional[str] = None
     accelerator: Optional[str] = None
     ready: bool
+    server_name: Optional[str] = Field(None, description="With TLS: the name to verify in the certificate (connect to the url's IP, send this as SNI)")
+    ca_spki_sha256: Optional[str] = Field(None, description="With a private CA: base64 SHA-256 of the CA's SubjectPublicKeyInfo, for pinning")
 
 
 ERROR_TEXT = {
