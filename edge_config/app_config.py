@@ -56,6 +56,10 @@ class EdgeConfig(Section):
                                                     "arn:aws:iam::123456789012:role/Admin, or null")] = Field(
         None, pattern=r"^arn:aws[a-z-]*:iam::\d{12}:(role|user)/[\w+=,.@/-]+$",
         description="IAM principal granted cluster admin through an access entry; null grants nobody.")
+    volcano_enabled: bool = Field(False, description="Install the Volcano batch scheduler and its `inference` "
+                                  "Queue for batch jobs that opt in with schedulerName volcano. Inference pods "
+                                  "never use it: Karpenter provisions only for pods the default scheduler "
+                                  "marks Unschedulable.")
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig, description="ImagePipelineStack settings.")
     workloads: WorkloadsConfig = Field(default_factory=WorkloadsConfig, description="Inference workload settings.")
 

@@ -17,6 +17,7 @@ NVIDIA_NAMESPACE = "nvidia-device-plugin"
 VOLCANO_NAMESPACE = "volcano-system"
 KEDA_NAMESPACE = "keda"
 CLOUDWATCH_NAMESPACE = "amazon-cloudwatch"
+HELM_WAIT_TIMEOUT = cdk.Duration.minutes(10)
 
 
 def _gpu_affinity(manufacturer_key: str, values: list[str]) -> dict:
@@ -31,13 +32,34 @@ def _gpu_affinity(manufacturer_key: str, values: list[str]) -> dict:
 
 
 def volcano_inference_queue() -> dict:
-    """The Volcano Queue inference pods are admitted through (reclaimable: it lends idle capacity back)."""
+    """The Volcano Queue for batch jobs that opt in (reclaimable: it lends idle capacity back).
+
+    Inference pods stay on the default scheduler: Karpenter only provisions for pods that kube-scheduler marked
+    Unschedulable (kubernetes-sigs/karpenter#742), and Volcano's gang plugin can leave pods Pending without that
+    condition (volcano-sh/volcano#3976, #4030), so a Volcano-scheduled inference pod could wait forever.
+    """
     return {
         "apiVersion": "scheduling.volcano.sh/v1beta1",
         "kind": "Queue",
         "metadata": {"name": INFERENCE_QUEUE, "labels": {"app.kubernetes.io/part-of": "edge-diffusion"}},
         "spec": {"weight": 1, "reclaimable": True},
     }
+
+
+def volcano_values() -> dict:
+    """Volcano 1.15.1 reads custom.<component>_ns as each component's nodeSelector (default_ns: all of them)."""
+    return {"custom": {f"{component}_ns": SYSTEM_NODE_SELECTOR
+                       for component in ("default", "admission", "controller", "scheduler")}}
+
+
+def cloudwatch_configuration(inference_namespace: str) -> dict:
+    """amazon-cloudwatch-observability add-on values.
+
+    Its Application Signals auto-monitor (on by default since 4.x) injects an OpenTelemetry init container and
+    PYTHONPATH into Python workloads behind a Service, which the restricted, read-only inference pods must not
+    get; the inference namespace is excluded by name (operator MonitorConfig.exclude.namespaces).
+    """
+    return {"manager": {"applicationSignals": {"autoMonitor": {"exclude": {"namespaces": [inference_namespace]}}}}}
 
 
 class ClusterAddons(Construct):
@@ -84,6 +106,7 @@ class ClusterAddons(Construct):
         )
         self.cloudwatch = self._managed(
             "amazon-cloudwatch-observability",
+            configuration=cloudwatch_configuration(config.workloads.namespace),
             pod_identity=[eks.CfnAddon.PodIdentityAssociationProperty(
                 role_arn=self.cloudwatch_role.role_arn, service_account="cloudwatch-agent")],
         )
@@ -114,17 +137,18 @@ class ClusterAddons(Construct):
                 {"scheduler": {"enabled": False}, "npd": {"enabled": False}},
                 after_nodes,
             )
-        self.volcano = self._helm(
-            "Volcano", versions.VOLCANO_CHART, VOLCANO_NAMESPACE,
-            {"custom": {
-                "admission_nodeSelector": SYSTEM_NODE_SELECTOR,
-                "controller_nodeSelector": SYSTEM_NODE_SELECTOR,
-                "scheduler_nodeSelector": SYSTEM_NODE_SELECTOR,
-            }},
-            after_nodes,
-        )
-        self.inference_queue = cluster.add_manifest("VolcanoInferenceQueue", volcano_inference_queue())
-        self.inference_queue.node.add_dependency(self.volcano)
+        self.volcano: eks.HelmChart | None = None
+        self.inference_queue: eks.KubernetesManifest | None = None
+        if config.volcano_enabled:
+            # The chart registers Queue webhooks with failurePolicy Fail, and a Queue is cluster-scoped (no
+            # namespace selector exempts it): the Queue may only be applied once the admission Deployment is
+            # available, which helm --wait guarantees (image pull on a fresh node takes minutes).
+            self.volcano = self._helm(
+                "Volcano", versions.VOLCANO_CHART, VOLCANO_NAMESPACE, volcano_values(), after_nodes,
+                wait=True,
+            )
+            self.inference_queue = cluster.add_manifest("VolcanoInferenceQueue", volcano_inference_queue())
+            self.inference_queue.node.add_dependency(self.volcano)
         self.keda = self._helm(
             "Keda", versions.KEDA_CHART, KEDA_NAMESPACE, {"nodeSelector": SYSTEM_NODE_SELECTOR}, after_nodes,
         )
@@ -145,7 +169,7 @@ class ClusterAddons(Construct):
         return addon
 
     def _helm(self, construct_id: str, pin: tuple[str, str, str], namespace: str, values: dict,
-              after: list) -> eks.HelmChart:
+              after: list, *, wait: bool = False) -> eks.HelmChart:
         repository, chart_name, version = pin
         chart = self._cluster.add_helm_chart(
             construct_id,
@@ -157,6 +181,8 @@ class ClusterAddons(Construct):
             namespace=namespace,
             create_namespace=True,
             values=values,
+            wait=wait,
+            timeout=HELM_WAIT_TIMEOUT if wait else None,
         )
         for dependency in after:
             chart.node.add_dependency(dependency)

@@ -30,6 +30,18 @@ def kubernetes_version() -> eks.KubernetesVersion:
         ) from None
 
 
+def no_admin_warning(config: EdgeConfig) -> str:
+    return (
+        "edge.admin_principal_arn is null, so no human can reach the cluster's Kubernetes API (only the CDK "
+        "kubectl handler has an access entry). Before deploying, set one: cdk deploy -c "
+        "edge.admin_principal_arn=arn:aws:iam::ACCOUNT:role/Admin (or in cdk.json). On a running cluster: "
+        f"aws eks create-access-entry --cluster-name {config.cluster_name} --principal-arn ARN && "
+        f"aws eks associate-access-policy --cluster-name {config.cluster_name} --principal-arn ARN "
+        "--access-scope type=cluster --policy-arn "
+        "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
+    )
+
+
 class EdgeCluster(Construct):
     """EKS with access entries, all control-plane logs, KMS-encrypted secrets and a CIDR-restricted endpoint."""
 
@@ -74,6 +86,8 @@ class EdgeCluster(Construct):
         )
         if config.admin_principal_arn:
             self.cluster.grant_cluster_admin("AdminAccess", config.admin_principal_arn)
+        else:
+            cdk.Annotations.of(self).add_warning_v2("edge-diffusion:no-cluster-admin", no_admin_warning(config))
 
         self.system_launch_template = ec2.LaunchTemplate(
             self,

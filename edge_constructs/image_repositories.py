@@ -11,6 +11,9 @@ from edge_config import ARCHITECTURES, IMAGE_FLAVORS, PipelineConfig
 # BuildKit's registry cache tag per architecture (buildspecs/scripts/build-image.sh writes cache-<arch>).
 CACHE_TAG_PATTERN = "cache-*"
 UNTAGGED_RETENTION = cdk.Duration.days(14)
+# Per-arch images pushed by builds that never produced their index (a failed sibling arch, a superseded
+# revision) count against the per-arch rule; this many of them can exist without costing a kept index a child.
+ORPHAN_MARGIN = 10
 
 
 class ImageRepositories(Construct):
@@ -53,8 +56,18 @@ class ImageRepositories(Construct):
                 tag_status=ecr.TagStatus.UNTAGGED,
                 max_image_age=UNTAGGED_RETENTION,
             )
+            # Per-arch images are tagged <tag>-<arch> and pushed before their index. Counting them apart from
+            # the indexes, with a margin for the orphans of abandoned builds, keeps every child at least as
+            # long as the newest `keep_images` indexes that reference it (a shared count could cut between an
+            # index and its children).
+            for arch in ARCHITECTURES:
+                repository.add_lifecycle_rule(
+                    description=f"Keep the {arch} images of the kept indexes (plus orphans of abandoned builds)",
+                    tag_pattern_list=[f"*-{arch}"],
+                    max_image_count=config.keep_images + ORPHAN_MARGIN,
+                )
             repository.add_lifecycle_rule(
-                description="Keep the most recent images (per-arch images plus their multi-arch index)",
+                description="Keep the most recent multi-arch indexes (the moving tag is always the newest)",
                 tag_status=ecr.TagStatus.ANY,
                 max_image_count=config.keep_images,
             )

@@ -58,7 +58,8 @@ def test_lifecycle_keeps_the_cache_and_recent_images(template):
     for resource in _of_type(template, "AWS::ECR::Repository").values():
         policy = json.loads(resource["Properties"]["LifecyclePolicy"]["LifecyclePolicyText"])
         rules = sorted(policy["rules"], key=lambda r: r["rulePriority"])
-        cache, untagged, recent = rules
+        cache, untagged, *per_arch, recent = rules
+        assert [r["selection"]["tagPatternList"] for r in per_arch] == [["*-amd64"], ["*-arm64"]]
         assert cache["selection"]["tagPatternList"] == ["cache-*"]
         assert cache["selection"]["countType"] == "imageCountMoreThan"
         assert untagged["selection"]["tagStatus"] == "untagged"
