@@ -15,10 +15,13 @@ log = logging.getLogger("serving.backend")
 
 def create_backend(settings: Settings) -> Backend:
     """Resolve the device, read the model's defaults and load the pipeline onto the device."""
+    from serving.deviceinit import start_device_init
     from serving.loading import resolve_device
 
     path = check_model_dir(settings.model)
     device = resolve_device(settings.device)
+    # Before diffusers and transformers import (seconds of CPU), so the runtime's start-up overlaps them.
+    start_device_init(device)
     log.info("loading model", extra={"fields": {"device": device, "model": str(path)}})
     if device == "neuron":
         from serving.backends.neuron import NeuronBackend, compiled_shape
