@@ -166,6 +166,15 @@ class EdgeConfig(Section):
                 raise FieldProblem(f"{zone.name} offers none of the enabled accelerators {list(self.accelerators)}",
                                    "list an instance family the zone offers for an enabled accelerator, or enable it",
                                    ("local_zones", i, "instance_families"))
+        spares = self.workloads.warm_spare_nodes
+        for accelerator in self.accelerators:
+            devices = self.nodepool_limits[accelerator].devices
+            if spares and self.local_zones_offering(accelerator) and spares + self.workloads.min_replicas > devices:
+                raise FieldProblem(
+                    f"{spares} spare node(s) plus min_replicas {self.workloads.min_replicas} exceed the {devices} "
+                    f"{accelerator} device(s) of edge.nodepool_limits.{accelerator}.devices, so the spares could "
+                    "never all be booted", "lower warm_spare_nodes or raise the pool's device limit",
+                    ("workloads", "warm_spare_nodes"))
         return self
 
     def _check_subnets(self) -> None:

@@ -62,6 +62,9 @@ class WorkloadsConfig(Section):
     ephemeral_storage: Annotated[str, Hint("give a storage quantity like \"4Gi\" (the /tmp emptyDir size)")] = (
         Field("4Gi", pattern=r"^\d+(Ki|Mi|Gi|Ti|k|M|G|T)?$",
               description="Size of the /tmp emptyDir as a Kubernetes quantity with its unit (`4Gi`)."))
+    # Spares trade idle GPU hours for scale-outs that skip node launch and image pull (docs/cold-start.md).
+    warm_spare_nodes: int = Field(0, ge=0, le=20, description="Nodes per Local Zone accelerator kept booted with "
+                                  "the image pulled by placeholder pods that any inference pod preempts (0: off).")
 
     @field_validator("image_tag")
     @classmethod

@@ -11,6 +11,7 @@ from aws_cdk import aws_eks_v2 as eks
 from constructs import Construct, IDependable
 
 from charts.inference import ACCELERATORS, SERVICE_NAME, InferenceChart
+from charts.warm_spare import WarmSpareChart
 from edge_config import EdgeConfig
 from edge_constructs.cluster_addons import KEDA_NAMESPACE
 from edge_constructs.inference_api_key import InferenceApiKey
@@ -88,6 +89,14 @@ class InferenceWorkloads(Construct):
         self.manifest.node.add_dependency(self.pod_identity.association)
         for dependency in depends_on:
             self.manifest.node.add_dependency(dependency)
+        self.warm_spare_manifest = None
+        spare_accelerators = [a for a in config.accelerators if config.local_zones_offering(a)]
+        if workloads.warm_spare_nodes and spare_accelerators:
+            spare = WarmSpareChart(cdk8s.App(), "warm-spare", workloads=workloads, accelerators=spare_accelerators,
+                                   images=self.images)
+            # After the inference chart: its namespace must exist, and the device plugins before any GPU pod.
+            self.warm_spare_manifest = cluster.add_cdk8s_chart("WarmSpareChart", spare)
+            self.warm_spare_manifest.node.add_dependency(self.manifest)
 
         cdk.CfnOutput(self, "NodePort", value=str(workloads.node_port),
                       description="TCP port of the inference endpoint on every node that serves it")
