@@ -1,4 +1,5 @@
-"""Karpenter EC2NodeClasses and NodePools (karpenter.k8s.aws/v1, karpenter.sh/v1) as a cdk8s chart.
+"""Karpenter EC2NodeClasses and NodePools (karpenter.k8s.aws/v1, karpenter.sh/v1) as a cdk8s chart, built from the
+classes `cdk8s import` generates from the vendored Karpenter CRDs.
 
 One EC2NodeClass per Local Zone (its own subnet, gp2 unless the zone offers gp3) plus one for the region.
 Per enabled accelerator: a NodePool per Local Zone that offers it (weight 100) and a region fallback (weight 10),
@@ -13,12 +14,15 @@ from constructs import Construct
 
 import versions
 from edge_config import ARM64_FAMILIES, EdgeConfig
+from imports.karpenter.sh import karpenter
+from imports.karpenter_aws.aws.k8s import karpenter as karpenter_aws
 
 ACCELERATOR_LABEL = "edge-diffusion.aws/accelerator"
 ZONE_TYPE_LABEL = "edge-diffusion.aws/zone-type"
 ZONE_TAG = "edge-diffusion.aws/zone"
 DISCOVERY_TAG = "karpenter.sh/discovery"
 
+# Plain values, shared with the inference pods' tolerations and resources.
 TAINTS = {
     "nvidia": {"key": "nvidia.com/gpu", "effect": "NoSchedule"},
     "neuron": {"key": "aws.amazon.com/neuron", "effect": "NoSchedule"},
@@ -48,112 +52,104 @@ def node_classes(config: EdgeConfig) -> list[NodeClassSpec]:
     return classes
 
 
-def ec2_node_class(spec: NodeClassSpec, *, cluster_name: str, node_role: str) -> dict:
-    ebs: dict = {
-        "volumeSize": ROOT_VOLUME,
-        "volumeType": "gp3" if spec.gp3 else "gp2",
-        "encrypted": True,
-        "deleteOnTermination": True,
-    }
-    if spec.gp3:
-        # Image pulls are throughput-bound; 250 MiB/s halves pull time of a 20 GB image vs the gp3 baseline.
-        ebs.update({"iops": 3000, "throughput": 250})
-    return {
-        "apiVersion": "karpenter.k8s.aws/v1",
-        "kind": "EC2NodeClass",
-        "metadata": {"name": spec.name, "labels": {ZONE_TYPE_LABEL: spec.zone_type}},
-        "spec": {
-            "role": node_role,
-            "amiSelectorTerms": [{"alias": versions.KARPENTER_AMI_ALIAS}],
-            "subnetSelectorTerms": [{"tags": {DISCOVERY_TAG: cluster_name, ZONE_TAG: zone}} for zone in spec.zones],
-            "securityGroupSelectorTerms": [{"tags": {DISCOVERY_TAG: cluster_name}}],
+_IN = karpenter.NodePoolSpecTemplateSpecRequirementsOperator.IN
+_TAINT_EFFECTS = {"NoSchedule": karpenter.NodePoolSpecTemplateSpecTaintsEffect.NO_SCHEDULE}
+
+
+def _node_class(scope: Construct, spec: NodeClassSpec, *, cluster_name: str, node_role: str) -> None:
+    gp3 = spec.gp3
+    karpenter_aws.Ec2NodeClass(
+        scope, f"EC2NodeClass-{spec.name}",
+        metadata=cdk8s.ApiObjectMetadata(name=spec.name, labels={ZONE_TYPE_LABEL: spec.zone_type}),
+        spec=karpenter_aws.Ec2NodeClassSpec(
+            role=node_role,
+            ami_selector_terms=[karpenter_aws.Ec2NodeClassSpecAmiSelectorTerms(alias=versions.KARPENTER_AMI_ALIAS)],
+            subnet_selector_terms=[karpenter_aws.Ec2NodeClassSpecSubnetSelectorTerms(
+                tags={DISCOVERY_TAG: cluster_name, ZONE_TAG: zone}) for zone in spec.zones],
+            security_group_selector_terms=[karpenter_aws.Ec2NodeClassSpecSecurityGroupSelectorTerms(
+                tags={DISCOVERY_TAG: cluster_name})],
             # Devices reach pods on the NodePort at the node's public IP (no NLB in Local Zones).
-            "associatePublicIPAddress": True,
-            "metadataOptions": {
-                "httpEndpoint": "enabled",
-                "httpProtocolIPv6": "disabled",
+            associate_public_ip_address=True,
+            metadata_options=karpenter_aws.Ec2NodeClassSpecMetadataOptions(
+                http_endpoint=karpenter_aws.Ec2NodeClassSpecMetadataOptionsHttpEndpoint.ENABLED,
+                http_protocol_i_pv6=karpenter_aws.Ec2NodeClassSpecMetadataOptionsHttpProtocolIPv6.DISABLED,
                 # Hop limit 1 keeps containers (one hop behind the node) away from the node role's credentials;
                 # every pod that needs AWS access gets it through EKS Pod Identity instead.
-                "httpPutResponseHopLimit": 1,
-                "httpTokens": "required",
-            },
-            "blockDeviceMappings": [{"deviceName": "/dev/xvda", "ebs": ebs}],
-            "tags": {"edge-diffusion.aws/cluster": cluster_name},
-        },
-    }
+                http_put_response_hop_limit=1,
+                http_tokens=karpenter_aws.Ec2NodeClassSpecMetadataOptionsHttpTokens.REQUIRED,
+            ),
+            block_device_mappings=[karpenter_aws.Ec2NodeClassSpecBlockDeviceMappings(
+                device_name="/dev/xvda",
+                ebs=karpenter_aws.Ec2NodeClassSpecBlockDeviceMappingsEbs(
+                    volume_size=ROOT_VOLUME,
+                    volume_type=karpenter_aws.Ec2NodeClassSpecBlockDeviceMappingsEbsVolumeType.GP3 if gp3
+                    else karpenter_aws.Ec2NodeClassSpecBlockDeviceMappingsEbsVolumeType.GP2,
+                    encrypted=True,
+                    delete_on_termination=True,
+                    # Image pulls are throughput-bound; 250 MiB/s halves pull time of a 20 GB image vs the gp3
+                    # baseline.
+                    iops=3000 if gp3 else None,
+                    throughput=250 if gp3 else None,
+                ),
+            )],
+            tags={"edge-diffusion.aws/cluster": cluster_name},
+        ),
+    )
 
 
-def node_pool(
-    *,
-    name: str,
-    accelerator: str,
-    node_class: NodeClassSpec,
-    families: tuple[str, ...],
-    weight: int,
-    config: EdgeConfig,
-) -> dict:
+def _requirement(key: str, values: list[str]) -> karpenter.NodePoolSpecTemplateSpecRequirements:
+    return karpenter.NodePoolSpecTemplateSpecRequirements(key=key, operator=_IN, values=values)
+
+
+def _node_pool(scope: Construct, *, name: str, accelerator: str, node_class: NodeClassSpec,
+               families: tuple[str, ...], weight: int, config: EdgeConfig) -> None:
     limits = config.nodepool_limits[accelerator]
     arches = ["amd64"] + (["arm64"] if any(f in ARM64_FAMILIES for f in families) else [])
-    return {
-        "apiVersion": "karpenter.sh/v1",
-        "kind": "NodePool",
-        "metadata": {"name": name},
-        "spec": {
-            "weight": weight,
-            "limits": {
-                "cpu": str(limits.cpu),
-                "memory": f"{limits.memory_gib}Gi",
-                DEVICE_RESOURCES[accelerator]: str(limits.devices),
+    taint = TAINTS[accelerator]
+    karpenter.NodePool(
+        scope, f"NodePool-{name}",
+        metadata=cdk8s.ApiObjectMetadata(name=name),
+        spec=karpenter.NodePoolSpec(
+            weight=weight,
+            limits={
+                "cpu": karpenter.NodePoolSpecLimits.from_string(str(limits.cpu)),
+                "memory": karpenter.NodePoolSpecLimits.from_string(f"{limits.memory_gib}Gi"),
+                DEVICE_RESOURCES[accelerator]: karpenter.NodePoolSpecLimits.from_string(str(limits.devices)),
             },
-            "disruption": {
+            disruption=karpenter.NodePoolSpecDisruption(
                 # Inference nodes hold a loaded model: only reclaim empty nodes, after a cool-down that absorbs
                 # bursty traffic, and never more than one node at a time.
-                "consolidationPolicy": "WhenEmpty",
-                "consolidateAfter": "10m",
-                "budgets": [
-                    {"nodes": "1"},
+                consolidation_policy=karpenter.NodePoolSpecDisruptionConsolidationPolicy.WHEN_EMPTY,
+                consolidate_after="10m",
+                budgets=[
+                    karpenter.NodePoolSpecDisruptionBudgets(nodes="1"),
                     # Drift (e.g. an AMI bump) rolls nodes only outside US business hours.
-                    {"nodes": "0", "reasons": ["Drifted"], "schedule": "0 14 * * mon-fri", "duration": "10h"},
+                    karpenter.NodePoolSpecDisruptionBudgets(
+                        nodes="0", reasons=[karpenter.NodePoolSpecDisruptionBudgetsReasons.DRIFTED],
+                        schedule="0 14 * * mon-fri", duration="10h"),
                 ],
-            },
-            "template": {
-                "metadata": {"labels": {ACCELERATOR_LABEL: accelerator, ZONE_TYPE_LABEL: node_class.zone_type}},
-                "spec": {
-                    "nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": node_class.name},
-                    "taints": [TAINTS[accelerator]],
-                    "expireAfter": "720h",
-                    "terminationGracePeriod": TERMINATION_GRACE,
-                    "requirements": [
-                        {"key": "karpenter.k8s.aws/instance-family", "operator": "In", "values": list(families)},
-                        {"key": "topology.kubernetes.io/zone", "operator": "In", "values": list(node_class.zones)},
-                        {"key": "kubernetes.io/arch", "operator": "In", "values": arches},
-                        {"key": "kubernetes.io/os", "operator": "In", "values": ["linux"]},
-                        {"key": "karpenter.sh/capacity-type", "operator": "In",
-                         "values": list(config.capacity_types)},
+            ),
+            template=karpenter.NodePoolSpecTemplate(
+                metadata=karpenter.NodePoolSpecTemplateMetadata(
+                    labels={ACCELERATOR_LABEL: accelerator, ZONE_TYPE_LABEL: node_class.zone_type}),
+                spec=karpenter.NodePoolSpecTemplateSpec(
+                    node_class_ref=karpenter.NodePoolSpecTemplateSpecNodeClassRef(
+                        group="karpenter.k8s.aws", kind="EC2NodeClass", name=node_class.name),
+                    taints=[karpenter.NodePoolSpecTemplateSpecTaints(key=taint["key"],
+                                                                      effect=_TAINT_EFFECTS[taint["effect"]])],
+                    expire_after="720h",
+                    termination_grace_period=TERMINATION_GRACE,
+                    requirements=[
+                        _requirement("karpenter.k8s.aws/instance-family", list(families)),
+                        _requirement("topology.kubernetes.io/zone", list(node_class.zones)),
+                        _requirement("kubernetes.io/arch", arches),
+                        _requirement("kubernetes.io/os", ["linux"]),
+                        _requirement("karpenter.sh/capacity-type", list(config.capacity_types)),
                     ],
-                },
-            },
-        },
-    }
-
-
-def nodepool_objects(config: EdgeConfig, *, node_role: str) -> list[dict]:
-    """Every EC2NodeClass and NodePool for this config (pure function; `node_role` may be a CDK token)."""
-    classes = node_classes(config)
-    by_zone = {c.zones[0]: c for c in classes if c.zone_type == "local-zone"}
-    region = classes[-1]
-    objects = [ec2_node_class(c, cluster_name=config.cluster_name, node_role=node_role) for c in classes]
-    for accelerator in config.accelerators:
-        for lz in config.local_zones_offering(accelerator):
-            objects.append(node_pool(
-                name=f"{accelerator}-{lz.name}", accelerator=accelerator, node_class=by_zone[lz.name],
-                families=lz.families_for(accelerator), weight=LOCAL_ZONE_WEIGHT, config=config,
-            ))
-        objects.append(node_pool(
-            name=f"{accelerator}-region", accelerator=accelerator, node_class=region,
-            families=REGION_FAMILIES[accelerator], weight=REGION_WEIGHT, config=config,
-        ))
-    return objects
+                ),
+            ),
+        ),
+    )
 
 
 class NodePoolsChart(cdk8s.Chart):
@@ -161,12 +157,20 @@ class NodePoolsChart(cdk8s.Chart):
 
     def __init__(self, scope: Construct, construct_id: str, *, config: EdgeConfig, node_role: str) -> None:
         super().__init__(scope, construct_id)
-        for obj in nodepool_objects(config, node_role=node_role):
-            cdk8s.ApiObject(
-                self,
-                f"{obj['kind']}-{obj['metadata']['name']}",
-                api_version=obj["apiVersion"],
-                kind=obj["kind"],
-                metadata=cdk8s.ApiObjectMetadata(name=obj["metadata"]["name"],
-                                                 labels=obj["metadata"].get("labels")),
-            ).add_json_patch(cdk8s.JsonPatch.add("/spec", obj["spec"]))
+        classes = node_classes(config)
+        by_zone = {c.zones[0]: c for c in classes if c.zone_type == "local-zone"}
+        region = classes[-1]
+        for spec in classes:
+            _node_class(self, spec, cluster_name=config.cluster_name, node_role=node_role)
+        for accelerator in config.accelerators:
+            for lz in config.local_zones_offering(accelerator):
+                _node_pool(self, name=f"{accelerator}-{lz.name}", accelerator=accelerator,
+                           node_class=by_zone[lz.name], families=lz.families_for(accelerator),
+                           weight=LOCAL_ZONE_WEIGHT, config=config)
+            _node_pool(self, name=f"{accelerator}-region", accelerator=accelerator, node_class=region,
+                       families=REGION_FAMILIES[accelerator], weight=REGION_WEIGHT, config=config)
+
+
+def nodepool_objects(config: EdgeConfig, *, node_role: str) -> list[dict]:
+    """Every EC2NodeClass and NodePool for this config, rendered (`node_role` may be a CDK token)."""
+    return NodePoolsChart(cdk8s.App(), "nodepools", config=config, node_role=node_role).to_json()

@@ -13,12 +13,14 @@ rolls spare nodes, because the NodePools set a terminationGracePeriod (Karpenter
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import cdk8s
+import cdk8s_plus_35 as kplus
+from cdk8s import Duration, JsonPatch, Size
+from cdk8s_plus_35 import k8s
 from constructs import Construct
 
-from charts.inference import ACCELERATORS, APP_NAME, RUN_AS_UID
+from charts.contract import ACCELERATORS, APP_NAME, RUN_AS_UID
 from charts.nodepools import ACCELERATOR_LABEL as NODEPOOL_LABEL
 from charts.nodepools import ZONE_TYPE_LABEL
 from edge_config import WorkloadsConfig
@@ -35,10 +37,25 @@ PLACEHOLDER_COMMAND = [
 ]
 # Preemption waits for the victim's grace period: a placeholder holds nothing worth waiting for.
 PLACEHOLDER_GRACE_S = 1
+_TAINT_EFFECTS = {"NoSchedule": kplus.TaintEffect.NO_SCHEDULE}
 
 
 def deployment_name(accelerator: str) -> str:
     return f"{APP_NAME}-{COMPONENT}-{accelerator}"
+
+
+def _checkov_skips(w: WorkloadsConfig) -> dict[str, str]:
+    annotations = {
+        "checkov.io/skip1": "CKV_K8S_8=a placeholder serves nothing: there is no liveness to probe",
+        "checkov.io/skip2": "CKV_K8S_9=a placeholder serves nothing: it is never a Service endpoint",
+    }
+    if not w.image_reference_is_digest:
+        annotations["checkov.io/skip3"] = (
+            "CKV_K8S_43=the inference Deployment's image reference (edge.workloads.image_tag), so the spare "
+            "node pulls what it will run")
+        if w.image_tag == "latest":
+            annotations["checkov.io/skip4"] = "CKV_K8S_14=the inference Deployment's tag (edge.workloads.image_tag)"
+    return annotations
 
 
 class WarmSpareChart(cdk8s.Chart):
@@ -65,104 +82,72 @@ class WarmSpareChart(cdk8s.Chart):
                 raise ValueError(f"images has no image URI for warm spare accelerator {accelerator!r}")
         self.workloads = workloads
         self.spare_labels = {"app.kubernetes.io/name": APP_NAME, "app.kubernetes.io/part-of": APP_NAME,
-                       "app.kubernetes.io/component": COMPONENT}
-        self._priority_class()
-        self._network_policy()
+                             "app.kubernetes.io/component": COMPONENT}
+        # cdk8s-plus has no PriorityClass construct; the typed Kubernetes class is the next best.
+        k8s.KubePriorityClass(
+            self, "priority-class", metadata=k8s.ObjectMeta(name=PRIORITY_CLASS_NAME, labels=self.spare_labels),
+            value=PRIORITY_VALUE, global_default=False,
+            # A placeholder waits for room; it never evicts anything to get it.
+            preemption_policy="Never",
+            description="Placeholder pods that keep warm GPU nodes; preempted by any inference pod.")
+        # The placeholders talk to nobody and nobody talks to them.
+        kplus.NetworkPolicy(
+            self, "network-policy",
+            metadata=cdk8s.ApiObjectMetadata(name=f"{COMPONENT}-isolated", namespace=workloads.namespace,
+                                             labels=self.spare_labels),
+            selector=kplus.Pods.select(self, "spare-pods", labels=self.spare_labels),
+            ingress=kplus.NetworkPolicyTraffic(default=kplus.NetworkPolicyTrafficDefault.DENY),
+            egress=kplus.NetworkPolicyTraffic(default=kplus.NetworkPolicyTrafficDefault.DENY))
         for accelerator in accelerators:
             self._deployment(accelerator, images[accelerator])
-
-    def _object(self, construct_id: str, api_version: str, kind: str, name: str, body: Mapping[str, Any], *,
-                namespaced: bool = True, labels: Mapping[str, str] | None = None,
-                annotations: Mapping[str, str] | None = None) -> cdk8s.ApiObject:
-        obj = cdk8s.ApiObject(
-            self, construct_id, api_version=api_version, kind=kind,
-            metadata=cdk8s.ApiObjectMetadata(name=name,
-                                             namespace=self.workloads.namespace if namespaced else None,
-                                             labels={**self.spare_labels, **(labels or {})},
-                                             annotations=dict(annotations) if annotations else None),
-        )
-        for key, value in body.items():
-            obj.add_json_patch(cdk8s.JsonPatch.add(f"/{key}", value))
-        return obj
-
-    def _priority_class(self) -> None:
-        self._object("priority-class", "scheduling.k8s.io/v1", "PriorityClass", PRIORITY_CLASS_NAME, {
-            "value": PRIORITY_VALUE,
-            "globalDefault": False,
-            # A placeholder waits for room; it never evicts anything to get it.
-            "preemptionPolicy": "Never",
-            "description": "Placeholder pods that keep warm GPU nodes; preempted by any inference pod.",
-        }, namespaced=False)
-
-    def _network_policy(self) -> None:
-        # The placeholders talk to nobody and nobody talks to them.
-        self._object("network-policy", "networking.k8s.io/v1", "NetworkPolicy", f"{COMPONENT}-isolated", {
-            "spec": {"podSelector": {"matchLabels": dict(self.spare_labels)}, "policyTypes": ["Ingress", "Egress"]},
-        })
 
     def _deployment(self, accelerator: str, image: str) -> None:
         w = self.workloads
         spec = ACCELERATORS[accelerator]
         selector = {**self.spare_labels, "edge-diffusion.aws/accelerator": accelerator}
+        deployment = kplus.Deployment(
+            self, f"deployment-{accelerator}",
+            metadata=cdk8s.ApiObjectMetadata(name=deployment_name(accelerator), namespace=w.namespace,
+                                             labels=selector, annotations=_checkov_skips(w)),
+            pod_metadata=cdk8s.ApiObjectMetadata(labels=selector, annotations={DO_NOT_DISRUPT: "true"}),
+            select=False, replicas=w.warm_spare_nodes, revision_history_limit=3,
+            strategy=kplus.DeploymentStrategy.rolling_update(
+                max_surge=kplus.PercentOrAbsolute.absolute(1), max_unavailable=kplus.PercentOrAbsolute.absolute(0)),
+            automount_service_account_token=False, enable_service_links=False,
+            termination_grace_period=Duration.seconds(PLACEHOLDER_GRACE_S),
+            security_context=kplus.PodSecurityContextProps(ensure_non_root=True, user=RUN_AS_UID, group=RUN_AS_UID),
+        )
+        deployment.select(kplus.LabelSelector.of(labels=selector))
+        deployment.scheduling.attract(kplus.Node.labeled(
+            kplus.NodeLabelQuery.is_(NODEPOOL_LABEL, accelerator),
+            kplus.NodeLabelQuery.is_(ZONE_TYPE_LABEL, "local-zone"), kplus.NodeLabelQuery.is_("kubernetes.io/os", "linux")))
+        deployment.scheduling.tolerate(kplus.Node.tainted(
+            kplus.NodeTaintQuery.exists(spec["taint"], effect=_TAINT_EFFECTS[spec["taint_effect"]])))
+        # One spare per node: N placeholders keep N nodes.
+        deployment.scheduling.separate(kplus.Pods.select(self, f"spares-{accelerator}", labels=selector),
+                                       topology=kplus.Topology.HOSTNAME)
         # The inference pod's own requests, so a spare node is exactly the node an inference pod lands on.
-        resources = {"cpu": w.cpu, "memory": w.memory, spec["resource"]: "1"}
-        container = {
-            "name": "placeholder",
-            "image": image,
-            "imagePullPolicy": "IfNotPresent" if w.image_reference_is_digest else "Always",
-            "command": PLACEHOLDER_COMMAND,
-            "resources": {"requests": dict(resources), "limits": dict(resources)},
-            "securityContext": {
-                "runAsNonRoot": True,
-                "runAsUser": RUN_AS_UID,
-                "runAsGroup": RUN_AS_UID,
-                "allowPrivilegeEscalation": False,
-                "privileged": False,
-                "readOnlyRootFilesystem": True,
-                "capabilities": {"drop": ["ALL"]},
-                "seccompProfile": {"type": "RuntimeDefault"},
-            },
-            "terminationMessagePolicy": "FallbackToLogsOnError",
-        }
-        pod_spec = {
-            "priorityClassName": PRIORITY_CLASS_NAME,
-            "automountServiceAccountToken": False,
-            "enableServiceLinks": False,
-            "terminationGracePeriodSeconds": PLACEHOLDER_GRACE_S,
-            "nodeSelector": {NODEPOOL_LABEL: accelerator, ZONE_TYPE_LABEL: "local-zone",
-                             "kubernetes.io/os": "linux"},
-            "tolerations": [{"key": spec["taint"], "operator": "Exists", "effect": spec["taint_effect"]}],
-            # One spare per node: N placeholders keep N nodes.
-            "affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
-                {"labelSelector": {"matchLabels": dict(selector)}, "topologyKey": "kubernetes.io/hostname"},
-            ]}},
-            "securityContext": {
-                "runAsNonRoot": True,
-                "runAsUser": RUN_AS_UID,
-                "runAsGroup": RUN_AS_UID,
-                "seccompProfile": {"type": "RuntimeDefault"},
-            },
-            "containers": [container],
-        }
-        annotations = {
-            "checkov.io/skip1": "CKV_K8S_8=a placeholder serves nothing: there is no liveness to probe",
-            "checkov.io/skip2": "CKV_K8S_9=a placeholder serves nothing: it is never a Service endpoint",
-        }
-        if not w.image_reference_is_digest:
-            annotations["checkov.io/skip3"] = (
-                "CKV_K8S_43=the inference Deployment's image reference (edge.workloads.image_tag), so the spare "
-                "node pulls what it will run")
-            if w.image_tag == "latest":
-                annotations["checkov.io/skip4"] = "CKV_K8S_14=the inference Deployment's tag (edge.workloads.image_tag)"
-        self._object(f"deployment-{accelerator}", "apps/v1", "Deployment", deployment_name(accelerator), {
-            "spec": {
-                "replicas": w.warm_spare_nodes,
-                "revisionHistoryLimit": 3,
-                "selector": {"matchLabels": dict(selector)},
-                "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
-                "template": {
-                    "metadata": {"labels": dict(selector), "annotations": {DO_NOT_DISRUPT: "true"}},
-                    "spec": pod_spec,
-                },
-            },
-        }, labels=selector, annotations=annotations)
+        cpu, memory = kplus.Cpu.units(w.cpu_cores), Size.gibibytes(w.memory_gib)
+        deployment.add_container(
+            name="placeholder", image=image, command=PLACEHOLDER_COMMAND,
+            image_pull_policy=kplus.ImagePullPolicy.IF_NOT_PRESENT if w.image_reference_is_digest
+            else kplus.ImagePullPolicy.ALWAYS,
+            resources=kplus.ContainerResources(cpu=kplus.CpuResources(request=cpu, limit=cpu),
+                                               memory=kplus.MemoryResources(request=memory, limit=memory)),
+            security_context=kplus.ContainerSecurityContextProps(
+                ensure_non_root=True, user=RUN_AS_UID, group=RUN_AS_UID, allow_privilege_escalation=False,
+                privileged=False, read_only_root_filesystem=True,
+                capabilities=kplus.ContainerSecutiryContextCapabilities(drop=[kplus.Capability.ALL]),
+                seccomp_profile=kplus.SeccompProfile(type=kplus.SeccompProfileType.RUNTIME_DEFAULT)),
+        )
+        # Fields cdk8s-plus-35 has no API for (see charts/inference_deployment.py); values are typed k8s structs.
+        pod, container = "/spec/template/spec", "/spec/template/spec/containers/0"
+        resource = spec["resource"].replace("/", "~1")
+        for patch in (
+            JsonPatch.add(f"{container}/resources/requests/{resource}", k8s.Quantity.from_string("1")),
+            JsonPatch.add(f"{container}/resources/limits/{resource}", k8s.Quantity.from_string("1")),
+            JsonPatch.add(f"{container}/terminationMessagePolicy", "FallbackToLogsOnError"),
+            JsonPatch.add(f"{pod}/securityContext/seccompProfile", k8s.SeccompProfile(type="RuntimeDefault")),
+            JsonPatch.add(f"{pod}/priorityClassName", PRIORITY_CLASS_NAME),
+        ):
+            cdk8s.ApiObject.of(deployment).add_json_patch(patch)

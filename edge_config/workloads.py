@@ -11,14 +11,6 @@ from edge_config.fields import Section
 from edge_config.pipeline import IMAGE_TAG_PATTERN
 
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
-# Kubernetes resource quantities as written in manifests: "3", "2500m", "12Gi", "4G".
-_BYTES_FACTOR = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
-                 "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
-
-
-def _bytes(quantity: str) -> int:
-    number = re.match(r"^\d+", quantity).group(0)  # type: ignore[union-attr]
-    return int(number) * _BYTES_FACTOR[quantity[len(number):]]
 
 
 class WorkloadsConfig(Section):
@@ -53,15 +45,13 @@ class WorkloadsConfig(Section):
     max_queue: int = Field(8, ge=0, le=1000, description="Requests waiting per pod beyond max_concurrency; "
                                                          "more get a 429.")
     max_concurrency: int = Field(1, ge=1, le=64, description="Requests one pod runs at once.")
-    cpu: Annotated[str, Hint("give a CPU quantity like \"3\" or \"3500m\" (requests = limits, per pod)")] = Field(
-        "3", pattern=r"^(\d+m|\d+(\.\d{1,3})?)$", description="CPU per pod as a Kubernetes quantity in cores or "
-                                                               "millicores (`3`, `3500m`); requests = limits.")
-    memory: Annotated[str, Hint("give a memory quantity like \"12Gi\" (requests = limits, per pod)")] = Field(
-        "12Gi", pattern=r"^\d+(Ki|Mi|Gi|Ti|k|M|G|T)?$", description="Memory per pod as a Kubernetes quantity "
-                                                                    "with its unit (`12Gi`); requests = limits.")
-    ephemeral_storage: Annotated[str, Hint("give a storage quantity like \"4Gi\" (the /tmp emptyDir size)")] = (
-        Field("4Gi", pattern=r"^\d+(Ki|Mi|Gi|Ti|k|M|G|T)?$",
-              description="Size of the /tmp emptyDir as a Kubernetes quantity with its unit (`4Gi`)."))
+    # Requests equal limits (Guaranteed QoS); the defaults fit a 4 vCPU / 16 GiB g4dn, g5 or inf2 .xlarge beside the
+    # node daemons. Decoding and image encoding run on the CPU, and the SD 2.x weights take several GiB to load.
+    cpu_cores: float = Field(3.0, ge=1, le=192, multiple_of=0.001, description="CPU cores per pod (`3.5` is "
+                                                                                 "3500 millicores).")
+    memory_gib: int = Field(12, ge=4, le=2048, description="Memory per pod in GiB.")
+    ephemeral_storage_gib: int = Field(4, ge=1, le=1024, description="Size of the /tmp emptyDir in GiB (Hugging "
+                                                                     "Face and compiler caches).")
     # Spares trade idle GPU hours for scale-outs that skip node launch and image pull (docs/cold-start.md).
     warm_spare_nodes: int = Field(0, ge=0, le=20, description="Nodes per Local Zone accelerator kept booted with "
                                   "the image pulled by placeholder pods that any inference pod preempts (0: off).")
@@ -81,30 +71,6 @@ class WorkloadsConfig(Section):
             raise FieldProblem(f"{namespace!r} is a system namespace",
                                "use a dedicated namespace such as \"edge-diffusion\"")
         return namespace
-
-    @field_validator("cpu")
-    @classmethod
-    def _one_cpu(cls, cpu: str) -> str:
-        if (float(cpu[:-1]) / 1000 if cpu.endswith("m") else float(cpu)) < 1:
-            raise FieldProblem(f"{cpu} is less than one CPU",
-                               "give at least \"1\": decoding and image encoding run on the CPU")
-        return cpu
-
-    @field_validator("memory")
-    @classmethod
-    def _enough_memory(cls, memory: str) -> str:
-        if _bytes(memory) < 4 * 2**30:
-            raise FieldProblem(f"{memory} is below 4Gi",
-                               "give at least \"4Gi\": the SD 2.x weights alone take several GiB while loading")
-        return memory
-
-    @field_validator("ephemeral_storage")
-    @classmethod
-    def _enough_storage(cls, storage: str) -> str:
-        if _bytes(storage) < 2**30:
-            raise FieldProblem(f"{storage} is below 1Gi", "give at least \"1Gi\" for /tmp (Hugging Face and "
-                                                          "compiler caches)")
-        return storage
 
     @model_validator(mode="after")
     def _consistent(self) -> "WorkloadsConfig":

@@ -23,7 +23,7 @@ SERVICE_ACCOUNT_NAME = "inference"
 
 def pipeline_image_uri(scope: Construct, config: EdgeConfig, flavor: str) -> str:
     """The pipeline's image of one flavor, by repository name and the configured tag or digest."""
-    # By name and config, not a cross-stack reference: the two stacks deploy independently (contract 3).
+    # By name and config, not a cross-stack reference: the two stacks deploy independently.
     repository = ecr.Repository.from_repository_name(
         scope, f"{flavor.capitalize()}Repository", config.pipeline.repository_name(flavor)
     )

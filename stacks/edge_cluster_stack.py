@@ -15,6 +15,7 @@ from edge_config import EdgeConfig
 from edge_constructs.cluster_addons import ClusterAddons
 from edge_constructs.edge_cluster import EdgeCluster
 from edge_constructs.edge_network import EdgeNetwork
+from edge_constructs.inference_workloads import InferenceWorkloads
 from edge_constructs.karpenter import Karpenter
 from edge_constructs.nag import acknowledge
 
@@ -58,10 +59,6 @@ class EdgeClusterStack(cdk.Stack):
         cdk.CfnOutput(self, "NodeSecurityGroupId", value=self.node_security_group.security_group_id)
 
         self._acknowledge_stack_findings()
-
-        # ---- workloads wiring (owned by the workloads helper; add below this line) ----
-        # Imported here, not at the top, so the workloads stay one removable block.
-        from edge_constructs.inference_workloads import InferenceWorkloads
 
         # KEDA brings the ScaledObject CRD; the Pod Identity agent and the NodePools must exist before pods start.
         self.inference = InferenceWorkloads(

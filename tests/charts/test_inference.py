@@ -66,6 +66,12 @@ def _env(deployment: dict) -> dict[str, str]:
     return {e["name"]: e["value"] for e in _container(deployment)["env"]}
 
 
+def _required_node_labels(pod: dict) -> dict[str, str]:
+    """The node labels a pod requires (single-value `In` terms of its required node affinity)."""
+    (term,) = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    return {e["key"]: e["values"][0] for e in term["matchExpressions"] if e["operator"] == "In" and len(e["values"]) == 1}
+
+
 def _matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
     return all(labels.get(k) == v for k, v in selector.items())
 
@@ -181,7 +187,7 @@ def test_service_selects_every_deployment(deployments, edge_service):
 )
 def test_accelerator_scheduling_and_resources(deployments, cfg, accelerator, resource, taint):
     pod = deployments[accelerator]["spec"]["template"]["spec"]
-    assert pod["nodeSelector"][inference.NODEPOOL_LABEL] == accelerator
+    assert _required_node_labels(pod) == {inference.NODEPOOL_LABEL: accelerator, "kubernetes.io/os": "linux"}
     assert pod["tolerations"] == [{"key": taint, "operator": "Exists", "effect": "NoSchedule"}]
     resources = _container(deployments[accelerator])["resources"]
     assert resources["limits"][resource] == "1"
@@ -190,8 +196,9 @@ def test_accelerator_scheduling_and_resources(deployments, cfg, accelerator, res
     assert not other & set(resources["limits"])
     # Guaranteed QoS: CPU and memory requested and capped at the same configured values.
     assert resources["requests"] == resources["limits"]
-    assert resources["limits"]["cpu"] == cfg.workloads.cpu
-    assert resources["limits"]["memory"] == cfg.workloads.memory
+    assert resources["limits"]["cpu"] == f"{cfg.workloads.cpu_cores:g}"
+    assert resources["limits"]["memory"] == f"{cfg.workloads.memory_gib * 1024}Mi"
+    assert resources["limits"]["ephemeral-storage"] == f"{cfg.workloads.ephemeral_storage_gib}Gi"
     assert _env(deployments[accelerator])["SERVING_DEVICE"] == ("cuda" if accelerator == "nvidia" else "neuron")
 
 
@@ -211,7 +218,7 @@ def test_deployments_schedule_onto_their_nodepools(deployments, cfg):
                            if r["operator"] == "In" and len(r["values"]) == 1})
             tolerated = all(any(t["key"] == taint["key"] and t["effect"] == taint["effect"] for t in pod["tolerations"])
                             for taint in template["spec"].get("taints", []))
-            return _matches(pod["nodeSelector"], labels) and tolerated and resource in pool["spec"]["limits"]
+            return _matches(_required_node_labels(pod), labels) and tolerated and resource in pool["spec"]["limits"]
 
         fitting = [p["metadata"]["name"] for p in pools if fits(p)]
         assert fitting, f"no NodePool runs {accelerator} pods"
@@ -231,10 +238,10 @@ def test_probes_and_ports_match_what_the_server_serves(deployments, edge_service
                                  ("livenessProbe", "/healthz")):
             probe = container[probe_name]["httpGet"]
             assert probe["path"] == path and path in routes and path in unauthenticated
-            assert ports[probe["port"]] == defaults.port
+            assert probe["port"] == ports["http"] == defaults.port
     (port,) = edge_service["spec"]["ports"]
     assert port["port"] == defaults.port
-    assert port["targetPort"] == "http"
+    assert port["targetPort"] == defaults.port
 
 
 def test_startup_probe_budget_covers_the_model_load_timeout(deployments, cfg):
@@ -364,7 +371,7 @@ def test_edge_service_is_a_local_nodeport_on_the_public_port_only(edge_service, 
     assert spec["type"] == "NodePort"
     assert spec["externalTrafficPolicy"] == "Local"
     assert spec["ports"] == [
-        {"name": "http", "protocol": "TCP", "port": 8080, "targetPort": "http", "nodePort": cfg.workloads.node_port}
+        {"name": "http", "protocol": "TCP", "port": 8080, "targetPort": 8080, "nodePort": cfg.workloads.node_port}
     ]
 
 
@@ -384,9 +391,10 @@ def test_network_policy_keeps_the_metrics_port_for_the_autoscaler(objects, deplo
     assert spec["policyTypes"] == ["Ingress"]
     by_port = {rule["ports"][0]["port"]: rule for rule in spec["ingress"]}
     assert set(by_port) == {inference.HTTP_PORT, inference.METRICS_PORT}
-    assert "from" not in by_port[inference.HTTP_PORT]
+    # Anyone: the cluster is IPv4-only, and the node security group decides who reaches the NodePort.
+    assert by_port[inference.HTTP_PORT]["from"] == [{"ipBlock": {"cidr": "0.0.0.0/0"}}]
     assert by_port[inference.METRICS_PORT]["from"] == [
-        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": KEDA_NAMESPACE}}}
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": KEDA_NAMESPACE}}, "podSelector": {}}
     ]
 
 
@@ -408,8 +416,11 @@ def test_inventory_rbac_is_minimal_and_read_only(objects, cfg):
     assert roles[0]["rules"] == [
         {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch"]}
     ]
-    assert cluster_roles[0]["rules"] == [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list"]}]
-    subject = {"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": cfg.workloads.namespace}
+    # cdk8s-plus writes an empty resourceNames on cluster roles: no restriction by name, as when absent.
+    assert cluster_roles[0]["rules"] == [
+        {"apiGroups": [""], "resourceNames": [], "resources": ["nodes"], "verbs": ["get", "list"]}]
+    # The core API group of a ServiceAccount subject is written out as "" by cdk8s-plus.
+    subject = {"apiGroup": "", "kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": cfg.workloads.namespace}
     (binding,) = _of_kind(objects, "RoleBinding")
     assert binding["roleRef"]["name"] == roles[0]["metadata"]["name"] and binding["subjects"] == [subject]
     (cluster_binding,) = _of_kind(objects, "ClusterRoleBinding")
@@ -473,7 +484,7 @@ def test_one_scaled_object_per_deployment_on_the_load_signal(objects, deployment
         assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
         (port,) = service["spec"]["ports"]
         assert rest == f"{port['port']}/load" and port["port"] == Settings(model="x").metrics_port
-        assert port["targetPort"] == "metrics"
+        assert port["targetPort"] == inference.METRICS_PORT
 
 
 def test_scale_down_waits_for_drains(objects, deployments, cfg):
@@ -536,9 +547,9 @@ def test_digest_pinned_images_need_no_checkov_skip():
         ({"drain_timeout_s": 10, "request_timeout_s": 30}, "edge.workloads.drain_timeout_s",
          "drain_timeout_s >= request_timeout_s"),
         ({"target_load": 0}, "edge.workloads.target_load", "between 0.1 and 64"),
-        ({"memory": "12GB"}, "edge.workloads.memory", "12Gi"),
-        ({"memory": "1Gi"}, "edge.workloads.memory", "at least"),
-        ({"cpu": "500m"}, "edge.workloads.cpu", "at least"),
+        ({"memory_gib": "12GB"}, "edge.workloads.memory_gib", "expected an integer"),
+        ({"memory_gib": 1}, "edge.workloads.memory_gib", "between 4 and 2048"),
+        ({"cpu_cores": 0.5}, "edge.workloads.cpu_cores", "between 1 and 192"),
         ({"namespace": "kube-system"}, "edge.workloads.namespace", "dedicated namespace"),
         ({"namespace": "Edge_Diffusion"}, "edge.workloads.namespace", "DNS label"),
         ({"image_tag": "sha256:xyz"}, "edge.workloads.image_tag", "digest"),

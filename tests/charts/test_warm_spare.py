@@ -54,6 +54,12 @@ def inference_objects(cfg) -> list[dict]:
                           region=cfg.region, autoscaler_namespace="keda").to_json()
 
 
+def _required_node_labels(pod: dict) -> dict[str, str]:
+    """The node labels a pod requires (single-value `In` terms of its required node affinity)."""
+    (term,) = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    return {e["key"]: e["values"][0] for e in term["matchExpressions"] if e["operator"] == "In" and len(e["values"]) == 1}
+
+
 def _of_kind(objects: list[dict], kind: str) -> list[dict]:
     return [o for o in objects if o["kind"] == kind]
 
@@ -114,7 +120,7 @@ def test_a_placeholder_holds_exactly_the_room_of_one_inference_pod(cfg, spare_ob
         assert spare_container["image"] == served_container["image"]
         assert spare_container["imagePullPolicy"] == served_container["imagePullPolicy"]
         assert spare_pod["tolerations"] == served_pod["tolerations"]
-        assert _matches(served_pod["nodeSelector"], spare_pod["nodeSelector"])
+        assert _matches(_required_node_labels(served_pod), _required_node_labels(spare_pod))
         # One placeholder per node, so N placeholders hold N nodes.
         (term,) = spare_pod["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
         assert term["topologyKey"] == "kubernetes.io/hostname"
@@ -125,7 +131,7 @@ def test_placeholders_land_only_on_local_zone_pools_that_keep_them(cfg, spare_ob
     pools = _of_kind(nodepool_objects(cfg, node_role="role"), "NodePool")
     for deployment in _of_kind(spare_objects, "Deployment"):
         metadata, pod = _pod(deployment)
-        landing = [p for p in pools if _matches(pod["nodeSelector"], {**p["spec"]["template"]["metadata"]["labels"],
+        landing = [p for p in pools if _matches(_required_node_labels(pod), {**p["spec"]["template"]["metadata"]["labels"],
                                                                       "kubernetes.io/os": "linux"})]
         assert landing, f"{deployment['metadata']['name']} fits no NodePool"
         for pool in landing:

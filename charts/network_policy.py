@@ -1,0 +1,29 @@
+"""Ingress to the inference pods: the serving port from anywhere, the metrics port from the autoscaler only."""
+from __future__ import annotations
+
+import cdk8s
+import cdk8s_plus_35 as kplus
+from constructs import Construct
+
+from charts import contract as c
+
+
+def ingress_policy(scope: Construct, *, namespace: str, autoscaler_namespace: str) -> kplus.NetworkPolicy:
+    # Enforced by the VPC CNI network-policy agent. Egress stays open: the server calls Secrets Manager, the Pod
+    # Identity agent and the Kubernetes API.
+    serving_pods = kplus.Pods.select(scope, "serving-pods", labels=c.SERVING_SELECTOR)
+    autoscaler = kplus.Pods.all(scope, "autoscaler-pods",
+                                namespaces=kplus.Namespaces.select(scope, "autoscaler", names=[autoscaler_namespace]))
+    return kplus.NetworkPolicy(
+        scope, "network-policy",
+        metadata=cdk8s.ApiObjectMetadata(name=f"{c.COMPONENT}-ingress", namespace=namespace, labels=c.COMMON_LABELS),
+        selector=serving_pods,
+        ingress=kplus.NetworkPolicyTraffic(default=kplus.NetworkPolicyTrafficDefault.DENY, rules=[
+            # Devices arrive through the NodePort with their own source IP (externalTrafficPolicy Local); who may
+            # connect at all is decided by the node security group. The cluster is IPv4-only, so any IPv4 is anyone.
+            kplus.NetworkPolicyRule(peer=kplus.NetworkPolicyIpBlock.any_ipv4(scope, "anyone"),
+                                    ports=[kplus.NetworkPolicyPort.tcp(c.HTTP_PORT)]),
+            # The load signal and Prometheus metrics: only the KEDA operator reads them.
+            kplus.NetworkPolicyRule(peer=autoscaler, ports=[kplus.NetworkPolicyPort.tcp(c.METRICS_PORT)]),
+        ]),
+    )
