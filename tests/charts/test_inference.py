@@ -455,7 +455,8 @@ def test_inventory_lists_the_edge_service_endpoints(objects, cfg):
     }
     validate_k8s_object(endpoint_slice)
     items = server_inventory.endpoints_from_objects([endpoint_slice], [node], service["spec"]["ports"][0]["nodePort"])
-    assert items == [{"url": f"http://198.51.100.7:{cfg.workloads.node_port}", "zone": "us-west-2-lax-1a",
+    url = f"http://198.51.100.7:{cfg.workloads.node_port}"
+    assert items == [{"url": url, "stream_url": server_inventory.stream_url(url), "zone": "us-west-2-lax-1a",
                       "accelerator": "nvidia", "ready": True}]
 
 
