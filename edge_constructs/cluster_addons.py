@@ -2,17 +2,18 @@
 from __future__ import annotations
 
 import aws_cdk as cdk
+import cdk8s
 from aws_cdk import aws_eks_v2 as eks
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 import versions
+from charts.volcano import VolcanoQueueChart
 from edge_config import EdgeConfig
 from edge_constructs.edge_cluster import SYSTEM_NODE_LABEL, SYSTEM_NODE_VALUE
 from edge_constructs.nag import acknowledge
 
 SYSTEM_NODE_SELECTOR = {SYSTEM_NODE_LABEL: SYSTEM_NODE_VALUE}
-INFERENCE_QUEUE = "inference"
 NVIDIA_NAMESPACE = "nvidia-device-plugin"
 VOLCANO_NAMESPACE = "volcano-system"
 KEDA_NAMESPACE = "keda"
@@ -28,21 +29,6 @@ def _gpu_affinity(manufacturer_key: str, values: list[str]) -> dict:
                                                              "values": values}]}]
             }
         }
-    }
-
-
-def volcano_inference_queue() -> dict:
-    """The Volcano Queue for batch jobs that opt in (reclaimable: it lends idle capacity back).
-
-    Inference pods stay on the default scheduler: Karpenter only provisions for pods that kube-scheduler marked
-    Unschedulable (kubernetes-sigs/karpenter#742), and Volcano's gang plugin can leave pods Pending without that
-    condition (volcano-sh/volcano#3976, #4030), so a Volcano-scheduled inference pod could wait forever.
-    """
-    return {
-        "apiVersion": "scheduling.volcano.sh/v1beta1",
-        "kind": "Queue",
-        "metadata": {"name": INFERENCE_QUEUE, "labels": {"app.kubernetes.io/part-of": "edge-diffusion"}},
-        "spec": {"weight": 1, "reclaimable": True},
     }
 
 
@@ -147,7 +133,8 @@ class ClusterAddons(Construct):
                 "Volcano", versions.VOLCANO_CHART, VOLCANO_NAMESPACE, volcano_values(), after_nodes,
                 wait=True,
             )
-            self.inference_queue = cluster.add_manifest("VolcanoInferenceQueue", volcano_inference_queue())
+            self.inference_queue = cluster.add_cdk8s_chart("VolcanoInferenceQueue",
+                                                           VolcanoQueueChart(cdk8s.App(), "volcano-queue"))
             self.inference_queue.node.add_dependency(self.volcano)
         self.keda = self._helm(
             "Keda", versions.KEDA_CHART, KEDA_NAMESPACE, {"nodeSelector": SYSTEM_NODE_SELECTOR}, after_nodes,
