@@ -27,10 +27,11 @@ from edge_config.network import (
     region_subnet_cidrs,
 )
 from edge_config.pipeline import BuildTarget, NeuronCompileConfig, PipelineConfig
+from edge_config.tls import AcmeConfig, TLSConfig
 from edge_config.workloads import WorkloadsConfig
 
 __all__ = [
-    "ACCELERATORS", "ACCELERATOR_FAMILIES", "ARCHITECTURES", "ARM64_FAMILIES", "CONTEXT_KEY", "FAMILY_ACCELERATOR",
+    "AcmeConfig", "TLSConfig", "ACCELERATORS", "ACCELERATOR_FAMILIES", "ARCHITECTURES", "ARM64_FAMILIES", "CONTEXT_KEY", "FAMILY_ACCELERATOR",
     "IMAGE_FLAVORS", "REGION_PRIVATE_SUBNET_MASK", "REGION_PUBLIC_SUBNET_MASK", "BuildTarget", "ConfigError",
     "EdgeConfig", "LocalZoneConfig", "NeuronCompileConfig", "NodePoolLimits", "PipelineConfig", "SystemNodesConfig",
     "WorkloadsConfig", "load_config", "merge_context", "region_subnet_cidrs",

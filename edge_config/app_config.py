@@ -14,6 +14,7 @@ from edge_config.errors import FieldProblem, Hint
 from edge_config.fields import Section, cidr_list, ipv4_network, unique
 from edge_config.network import LocalZoneConfig, NodePoolLimits, SystemNodesConfig, region_subnet_cidrs
 from edge_config.pipeline import PipelineConfig
+from edge_config.tls import TLSConfig
 from edge_config.workloads import WorkloadsConfig
 
 _DEFAULT_ZONE = LocalZoneConfig(name="us-west-2-lax-1a", subnet_cidr="10.40.128.0/22", instance_families=("g4dn", "g5"))
@@ -62,6 +63,7 @@ class EdgeConfig(Section):
                                   "marks Unschedulable.")
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig, description="ImagePipelineStack settings.")
     workloads: WorkloadsConfig = Field(default_factory=WorkloadsConfig, description="Inference workload settings.")
+    tls: TLSConfig = Field(default_factory=TLSConfig, description="TLS on the device NodePort (cert-manager).")
 
     @field_validator("region_azs")
     @classmethod
