@@ -107,13 +107,19 @@ def _url(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, node_port: int, sche
     return f"{scheme}://{host}:{node_port}"
 
 
+def node_dns_name(node_name: str, node_domain: str) -> str:
+    """The per-node name external-dns publishes (its --fqdn-template `{{ .Name | replace "." "-" }}.<domain>`):
+    one label per node, so one wildcard certificate for ``*.<domain>`` covers every node."""
+    return f"{node_name.replace('.', '-')}.{node_domain}"
+
+
 def stream_url(url: str) -> str:
     """The WebSocket frame stream of an endpoint: same host and port, ws:// for http://, wss:// for https://."""
     return "ws" + url.removeprefix("http") + "/v1/stream"
 
 
 def endpoints_from_objects(endpoint_slices: list[dict], nodes: list[dict], node_port: int,
-                           scheme: str = "http") -> list[dict]:
+                           scheme: str = "http", node_domain: str | None = None) -> list[dict]:
     """Turn a Service's EndpointSlices and the cluster's Nodes into ``[{url, stream_url, zone, accelerator, ready}]``.
 
     One item per node that hosts at least one ready, non-terminating endpoint. ``ready`` is False when that
@@ -147,8 +153,14 @@ def endpoints_from_objects(endpoint_slices: list[dict], nodes: list[dict], node_
             continue
         labels = node.get("metadata", {}).get("labels") or {}
         url = _url(ip, node_port, scheme)
+        named = {}
+        if node_domain:
+            # Publicly trusted certificates name hosts, not IPs: the URL carries the node's DNS name.
+            named = {"server_name": node_dns_name(node_name, node_domain)}
+            url = f"{scheme}://{named['server_name']}:{node_port}"
         items.append(
             {
+                **named,
                 "url": url,
                 "stream_url": stream_url(url),
                 "zone": labels.get(ZONE_LABEL) or slice_zone or None,
@@ -198,6 +210,7 @@ class KubernetesInventory:
         timeout: float = 5.0,
         transport: httpx.AsyncBaseTransport | None = None,
         scheme: str = "http",
+        node_domain: str | None = None,
     ) -> None:
         if not service:
             raise ValueError("service must be the name of the serving Service (e.g. 'edge-diffusion')")
@@ -211,6 +224,7 @@ class KubernetesInventory:
         self.namespace = namespace or self._read_namespace()
         self.node_port = node_port
         self.scheme = scheme
+        self.node_domain = node_domain
         self.api_url = api_url.rstrip("/")
         self.cache_ttl = cache_ttl
         self.timeout = timeout
@@ -309,7 +323,7 @@ class KubernetesInventory:
                 raise result
         slices, nodes = results[0], results[1]
         node_port = node_port_from_service(results[2]) if self.node_port is None else self.node_port
-        return endpoints_from_objects(slices, nodes, node_port, self.scheme)
+        return endpoints_from_objects(slices, nodes, node_port, self.scheme, self.node_domain)
 
     async def list_endpoints(self) -> list[dict]:
         """The current endpoints; a burst of callers within ``cache_ttl`` shares one set of API reads."""

@@ -53,7 +53,8 @@ def build_state(settings: Settings, api_key: str | None = None) -> ServerState:
         from serving.inventory import KubernetesInventory
 
         state.inventory = KubernetesInventory(settings.inventory_service, settings.inventory_namespace, settings.inventory_node_port,
-                                              scheme="https" if settings.tls_cert_file else "http")
+                                              scheme="https" if settings.tls_cert_file else "http",
+                                              node_domain=settings.inventory_node_domain)
     return state
 
 

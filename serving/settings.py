@@ -39,6 +39,7 @@ class Settings:
     inventory_service: str | None = None
     inventory_namespace: str | None = None
     inventory_node_port: int | None = None
+    inventory_node_domain: str | None = None
     # TLS on the public port (serving/tls.py); the metrics port always stays plain and in-cluster.
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
@@ -140,6 +141,8 @@ def _validate(s: Settings) -> None:
             fail(name, "only applies with --tls-cert-file and --tls-key-file")
     if s.tls_server_name and not _DNS_NAME.fullmatch(s.tls_server_name):
         fail("tls_server_name", f"must be a DNS name such as inference.edge-diffusion.internal, got {s.tls_server_name!r}")
+    if s.inventory_node_domain and not _DNS_NAME.fullmatch(s.inventory_node_domain):
+        fail("inventory_node_domain", f"must be a DNS name such as nodes.example.com, got {s.inventory_node_domain!r}")
     if s.inventory_node_port is not None and not 1 <= s.inventory_node_port <= 65535:
         fail("inventory_node_port", f"must be a port 1..65535 (or unset to read it from the Service), got {s.inventory_node_port}")
     if s.min_image_size < 8 or s.min_image_size % 8:
@@ -200,6 +203,8 @@ _HELP = {
     "inventory_service": "Service name whose endpoints GET /v1/endpoints lists",
     "inventory_namespace": "namespace of --inventory-service (default: the pod's own)",
     "inventory_node_port": "nodePort devices call (default: read from the Service)",
+    "inventory_node_domain": "list nodes by DNS name <node-name with . as ->.<this domain> (publicly trusted TLS) "
+                             "instead of by IP",
     "tls_cert_file": "PEM certificate chain of the public port; with --tls-key-file the port speaks only TLS 1.2+ "
                      "and a rotated file is picked up by new connections without a restart",
     "tls_key_file": "PEM private key of --tls-cert-file",

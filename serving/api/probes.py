@@ -49,7 +49,8 @@ def add_probe_routes(app: FastAPI, state: ServerState) -> None:
             items = await state.inventory.list_endpoints()
             if state.tls is not None:
                 tls_fields = state.tls.endpoint_fields()
-                items = [{**item, **tls_fields} for item in items]
+                # A name the inventory derived per node (publicly trusted certificates) beats the fixed one.
+                items = [{**tls_fields, **item} for item in items]
             return items
         except Exception as exc:
             log.warning("inventory lookup failed", extra={"fields": {"error": repr(exc)[:300]}})

@@ -288,6 +288,14 @@ def test_inventory_publishes_https_urls_server_name_and_ca_pin(pki, tmp_path):
     endpoint_slice = {"endpoints": [{"nodeName": "n1", "conditions": {"ready": True}}]}
     items = endpoints_from_objects([endpoint_slice], [node], 30443, scheme="https")
     assert items[0]["url"] == "https://198.51.100.7:30443"
+    assert items[0]["stream_url"] == "wss://198.51.100.7:30443/v1/stream"
+    # acme mode: publicly trusted names, one label per node under the wildcard's domain.
+    node["metadata"]["name"] = "i-0123456789abcdef0.us-west-2.compute.internal"
+    endpoint_slice["endpoints"][0]["nodeName"] = node["metadata"]["name"]
+    [named] = endpoints_from_objects([endpoint_slice], [node], 30443, scheme="https", node_domain="nodes.example.com")
+    host = "i-0123456789abcdef0-us-west-2-compute-internal.nodes.example.com"
+    assert (named["url"], named["stream_url"], named["server_name"]) == (
+        f"https://{host}:30443", f"wss://{host}:30443/v1/stream", host)
 
     for name in ("ca.crt", "tls.crt", "tls.key"):
         shutil.copy(pki["dir"] / name, tmp_path / name)
