@@ -1,6 +1,8 @@
-"""Shared fixtures: the CDK app is synthesized once per test session."""
+"""Shared fixtures: the CDK app is synthesized once per test session; config variants of EdgeClusterStack once
+each (without cdk-nag: the default synth already runs it on the same constructs)."""
 from __future__ import annotations
 
+import functools
 import json
 import re
 from pathlib import Path
@@ -32,3 +34,33 @@ def cloud_assembly(tmp_path_factory):
 def templates(cloud_assembly) -> dict[str, dict]:
     """Stack name -> synthesized CloudFormation template."""
     return {stack.stack_name: stack.template for stack in cloud_assembly.stacks}
+
+
+@functools.cache
+def _synth_cluster(overrides: str) -> tuple[dict, tuple[str, ...]]:
+    import aws_cdk as cdk
+    from aws_cdk import cx_api
+
+    import edge_config
+    from stacks.edge_cluster_stack import EdgeClusterStack
+    from tests.test_edge_config import ctx
+
+    config = edge_config.load_config(ctx(**json.loads(overrides)))
+    app = cdk.App()
+    stack = EdgeClusterStack(app, "EdgeClusterStack", config=config,
+                             env=cdk.Environment(account=config.account, region=config.region))
+    artifact = app.synth().get_stack_by_name(stack.stack_name)
+    warnings = tuple(str(m.entry.data) for m in artifact.messages if m.level == cx_api.SynthesisMessageLevel.WARNING)
+    return artifact.template, warnings
+
+
+@pytest.fixture(scope="session")
+def cluster_template():
+    """cluster_template(**overrides) -> the EdgeClusterStack template for `edge.<path>` overrides."""
+    return lambda **overrides: _synth_cluster(json.dumps(overrides, sort_keys=True))[0]
+
+
+@pytest.fixture(scope="session")
+def cluster_warnings():
+    """cluster_warnings(**overrides) -> the synth-time warnings of EdgeClusterStack for that config."""
+    return lambda **overrides: _synth_cluster(json.dumps(overrides, sort_keys=True))[1]

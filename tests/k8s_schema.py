@@ -5,7 +5,7 @@
 - Karpenter, KEDA and Volcano kinds: the vendored CRD ``openAPIV3Schema`` (schemas/crds/), made strict by adding
   ``additionalProperties: false`` to every object schema that declares properties and does not set
   ``x-kubernetes-preserve-unknown-fields``. The API server would silently prune a misspelt field; here it fails.
-  CEL rules (``x-kubernetes-validations``) are not evaluated: only the JSON-Schema part of each CRD is checked.
+  CEL rules (``x-kubernetes-validations``) are evaluated separately, by the CEL gate in tests/k8s_cel.py.
   Their ``metadata`` is checked as a strict core ObjectMeta.
 - Any other kind is a failure.
 """
