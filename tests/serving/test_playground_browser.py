@@ -1,12 +1,14 @@
 """The playground in a real browser: Debian's Chromium, driven by Playwright, against a real server subprocess."""
 from __future__ import annotations
 
+import os
 import re
 import shutil
+from pathlib import Path
 
 import pytest
 
-from tests.serving.conftest import LiveServer
+from tests.serving.conftest import REPO_ROOT, LiveServer
 
 CHROMIUM = "/usr/bin/chromium"
 KEY = "playground-key-42"
@@ -14,7 +16,11 @@ KEY = "playground-key-42"
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    # The camera mode: a synthetic camera, and no permission prompt.
+    "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
 ]
+# Screenshots worth keeping after the run (CI uploads this directory).
+ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS_DIR", REPO_ROOT / ".cache" / "test-artifacts"))
 
 pytestmark = pytest.mark.slow
 
@@ -149,3 +155,28 @@ def test_invalid_input_is_caught_before_sending(page, live_server):
     assert page.inner_text("#error") == "Width must be a multiple of 8."
     assert page.evaluate("document.activeElement.id") == "width"
     assert not any(url.endswith("/generate") for url in page.requests)
+
+
+def test_camera_mode_streams_frames(page, live_server):
+    page.goto(live_server.url + "/")
+    page.fill("#prompt", "a neon city at night")
+    page.click("#auth summary")
+    page.fill("#api-key", KEY)
+    page.select_option("#camera-size", "256")
+    page.click("#camera-start")
+    # At least 10 frames make the round trip camera -> canvas -> WebSocket -> server -> page.
+    page.wait_for_function("() => Number(document.getElementById('camera-frames').textContent) >= 10", timeout=90_000)
+    assert float(page.inner_text("#camera-fps")) > 0
+    assert re.fullmatch(r"\d+ ms", page.inner_text("#camera-latency"))
+    assert re.fullmatch(r"\d+ ms", page.inner_text("#camera-inference"))
+    assert page.locator("#camera-output").evaluate("img => [img.naturalWidth, img.naturalHeight]") == [256, 256]
+    assert page.inner_text("#camera-status") == "Streaming…"
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "playground-camera.png"), full_page=True)
+    page.click("#camera-stop")
+    page.wait_for_function("() => document.getElementById('camera-status').textContent === 'Stopped.'")
+    assert page.locator("#camera-error").is_hidden()
+    assert page.problems == []
+    # The key went as the bearer.KEY subprotocol (a browser cannot set the header), and the server saw the frames.
+    closed = [e for e in live_server.log_entries() if e.get("msg") == "stream closed"]
+    assert closed and closed[-1]["frames"] >= 10
