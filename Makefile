@@ -82,6 +82,7 @@ serve: $(VENV)/.installed $(TINY_MODEL)/model_index.json
 
 bench: $(VENV)/.installed
 	$(PY) -m benchmarks.cpu
+	$(PY) -m benchmarks.stream
 
 clean:
 	rm -rf cdk.out dist .cache .pytest_cache

@@ -2,6 +2,7 @@
 
 Each request is timed end to end (connect, queue, inference, transfer). The summary prints p50/p90/p99
 latency, throughput and errors by status; ``--out`` keeps every sample as JSON and ``--plot`` draws them.
+``--stream`` switches to the WebSocket frame-stream client (serving.bench_stream).
 """
 from __future__ import annotations
 
@@ -12,8 +13,6 @@ import binascii
 import datetime as dt
 import json
 import math
-import os
-import re
 import sys
 import time
 from collections import Counter
@@ -24,37 +23,18 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from serving.bench_common import (  # noqa: F401 - percentile and summarize are part of this module's API
+    DEFAULT_PROMPT,
+    MAX_SEED as _MAX_SEED,
+    PERCENTILES,
+    UsageError,
+    parse_size as _parse_size,
+    percentile,
+    read_api_key,
+    summarize,
+)
+
 ENDPOINT_PATHS = {"generate": "/generate", "openai": "/v1/images/generations"}
-DEFAULT_PROMPT = "a photo of an astronaut riding a horse on mars"
-PERCENTILES = (50, 90, 99)
-_SIZE = re.compile(r"^(\d+)x(\d+)$")
-_MAX_SEED = 2**32 - 1
-
-
-class UsageError(ValueError):
-    """A bad command-line value; the message names the option."""
-
-
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """The q-th percentile with linear interpolation between order statistics (numpy's default method)."""
-    if not 0 <= q <= 100:
-        raise ValueError(f"percentile q must be within 0..100, got {q}")
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * q / 100
-    low = math.floor(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
-
-
-def summarize(values: Sequence[float]) -> dict[str, float | None]:
-    """p50/p90/p99, mean, min and max of a sample (all None when it is empty)."""
-    stats: dict[str, float | None] = {f"p{q}": percentile(values, q) for q in PERCENTILES}
-    stats["mean"] = sum(values) / len(values) if values else None
-    stats["min"] = min(values) if values else None
-    stats["max"] = max(values) if values else None
-    return stats
 
 
 @dataclass(frozen=True)
@@ -258,17 +238,6 @@ def format_summary(result: dict) -> str:
     return "\n".join(lines)
 
 
-def _parse_size(value: str) -> tuple[int, int]:
-    match = _SIZE.match(value.strip().lower())
-    if not match:
-        raise UsageError(f"--size must look like WIDTHxHEIGHT (e.g. 512x512), got {value!r}")
-    width, height = int(match[1]), int(match[2])
-    if width <= 0 or height <= 0 or width % 8 or height % 8:
-        raise UsageError(f"--size needs positive multiples of 8 for width and height (the UNet's latent "
-                         f"grid is 1/8 of the image), got {value!r}")
-    return width, height
-
-
 def _validate_url(value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -326,18 +295,7 @@ def _config_from_args(args: argparse.Namespace) -> tuple[BenchConfig, str | None
         raise UsageError(f"--timeout must be a positive number of seconds, got {args.timeout}")
     if args.plot is not None and args.plot.suffix.lower() != ".png":
         raise UsageError(f"--plot writes a PNG; give a path ending in .png, got {str(args.plot)!r}")
-    if args.api_key is not None and args.api_key_file is not None:
-        raise UsageError("--api-key and --api-key-file are mutually exclusive; give one")
-    api_key = args.api_key
-    if args.api_key_file is not None:
-        try:
-            api_key = args.api_key_file.read_text().strip()
-        except OSError as exc:
-            raise UsageError(f"--api-key-file {str(args.api_key_file)!r} is unreadable: {exc.strerror}") from exc
-        if not api_key:
-            raise UsageError(f"--api-key-file {str(args.api_key_file)!r} is empty")
-    elif api_key is None:
-        api_key = os.environ.get("SERVING_BENCH_API_KEY") or None
+    api_key = read_api_key(args.api_key, args.api_key_file)
     config = BenchConfig(url=url, endpoint=args.endpoint, concurrency=args.concurrency, count=args.count,
                          width=width, height=height, steps=args.steps, guidance=args.guidance, seed=args.seed,
                          prompt=args.prompt, timeout=args.timeout)
@@ -346,6 +304,11 @@ def _config_from_args(args: argparse.Namespace) -> tuple[BenchConfig, str | None
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point. Exit status: 0 all requests succeeded, 1 some failed, 2 bad options."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--stream" in argv:
+        from serving.bench_stream import main as stream_main
+
+        return stream_main([a for a in argv if a != "--stream"])
     parser = _build_parser()
     args = parser.parse_args(argv)
     try:

@@ -266,6 +266,24 @@ def test_rest_requests_are_served_while_a_stream_runs(server):
     assert len(answered) >= 2
 
 
+def test_stream_load_client(server, tmp_path, capsys):
+    from serving import bench
+
+    out, plot = tmp_path / "stream.json", tmp_path / "stream.png"
+    argv = ["--stream", "--url", server.url, "--api-key", KEY, "--frames", "4", "--size", "64x64", "--steps", "2",
+            "--out", str(out), "--plot", str(plot)]
+    assert bench.main(argv) == 0
+    result = json.loads(out.read_text())
+    assert result["frames_sent"] == result["frames_received"] == 4 and result["dropped_fraction"] == 0
+    assert result["delivered_fps_per_stream"] > 0
+    assert result["latency_ms"]["p50"] >= result["overhead_ms"]["p50"] and result["latency_ms"]["p99"] > 0
+    assert plot.read_bytes().startswith(b"\x89PNG")
+    assert "delivered:" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as usage:
+        bench.main(["--stream", "--url", "ws://nope", "--frames", "1"])
+    assert usage.value.code == 2
+
+
 def test_sigterm_closes_streams_with_1001_after_the_frame_in_progress(tiny_model, taesd, tmp_path_factory):
     srv = start(tiny_model, taesd, tmp_path_factory, "stream-drain", "--drain-timeout", "20").wait_ready()
     try:
