@@ -14,6 +14,8 @@ METRICS_PORT_NAME = "metrics"
 READINESS_PATH = "/readyz"
 LIVENESS_PATH = "/healthz"
 LOAD_PATH = "/load"
+# The server counts each open frame stream as one busy slot in this field (serving.streams.StreamHub.load_snapshot),
+# so a pod full of streams scales out like one full of requests.
 LOAD_FIELD = "load"
 RUN_AS_UID = 10001
 SCRATCH_DIR = "/tmp"
