@@ -69,7 +69,8 @@ class InferenceDeployment(Construct):
         # cannot reset a scaled-out Deployment and drain busy pods.
         self.deployment.mark_has_autoscaler()
         self.deployment.scheduling.attract(kplus.Node.labeled(
-            kplus.NodeLabelQuery.is_(c.NODEPOOL_LABEL, accelerator), kplus.NodeLabelQuery.is_("kubernetes.io/os", "linux")))
+            kplus.NodeLabelQuery.is_(c.NODEPOOL_LABEL, accelerator),
+            kplus.NodeLabelQuery.is_("kubernetes.io/os", "linux")))
         self.deployment.scheduling.tolerate(kplus.Node.tainted(
             kplus.NodeTaintQuery.exists(spec["taint"], effect=_TAINT_EFFECTS[spec["taint_effect"]])))
 

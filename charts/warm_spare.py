@@ -120,7 +120,8 @@ class WarmSpareChart(cdk8s.Chart):
         deployment.select(kplus.LabelSelector.of(labels=selector))
         deployment.scheduling.attract(kplus.Node.labeled(
             kplus.NodeLabelQuery.is_(NODEPOOL_LABEL, accelerator),
-            kplus.NodeLabelQuery.is_(ZONE_TYPE_LABEL, "local-zone"), kplus.NodeLabelQuery.is_("kubernetes.io/os", "linux")))
+            kplus.NodeLabelQuery.is_(ZONE_TYPE_LABEL, "local-zone"),
+            kplus.NodeLabelQuery.is_("kubernetes.io/os", "linux")))
         deployment.scheduling.tolerate(kplus.Node.tainted(
             kplus.NodeTaintQuery.exists(spec["taint"], effect=_TAINT_EFFECTS[spec["taint_effect"]])))
         # One spare per node: N placeholders keep N nodes.

@@ -31,8 +31,8 @@ from edge_config.tls import AcmeConfig, TLSConfig
 from edge_config.workloads import WorkloadsConfig
 
 __all__ = [
-    "AcmeConfig", "TLSConfig", "ACCELERATORS", "ACCELERATOR_FAMILIES", "ARCHITECTURES", "ARM64_FAMILIES", "CONTEXT_KEY", "FAMILY_ACCELERATOR",
-    "IMAGE_FLAVORS", "REGION_PRIVATE_SUBNET_MASK", "REGION_PUBLIC_SUBNET_MASK", "BuildTarget", "ConfigError",
+    "ACCELERATORS", "ACCELERATOR_FAMILIES", "ARCHITECTURES", "ARM64_FAMILIES", "CONTEXT_KEY", "FAMILY_ACCELERATOR",
+    "IMAGE_FLAVORS", "AcmeConfig", "TLSConfig", "REGION_PRIVATE_SUBNET_MASK", "REGION_PUBLIC_SUBNET_MASK", "BuildTarget", "ConfigError",
     "EdgeConfig", "LocalZoneConfig", "NeuronCompileConfig", "NodePoolLimits", "PipelineConfig", "SystemNodesConfig",
     "WorkloadsConfig", "load_config", "merge_context", "region_subnet_cidrs",
 ]

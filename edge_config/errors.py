@@ -2,16 +2,15 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 import types
 import typing
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from annotated_types import Ge, Le
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
-
 
 CONTEXT_KEY = "edge"
 

@@ -1,4 +1,4 @@
-"""Building blocks of the config models: the frozen base model, fix hints and reusable field checks."""
+"""Building blocks of the config models: the frozen base model and reusable field checks."""
 from __future__ import annotations
 
 import ipaddress
@@ -49,5 +49,6 @@ def cidr_list(values: tuple[str, ...]) -> tuple[str, ...]:
     for i, net_a in enumerate(nets):
         for j in range(i + 1, len(nets)):
             if net_a.overlaps(nets[j]):
-                raise FieldProblem(f"{nets[j]} overlaps {net_a} (entry {i})", "choose non-overlapping CIDR blocks", (j,))
+                raise FieldProblem(f"{nets[j]} overlaps {net_a} (entry {i})", "choose non-overlapping CIDR blocks",
+                                   (j,))
     return values
