@@ -6,7 +6,7 @@ import re
 from types import MappingProxyType
 from typing import Annotated, Any, Literal, Mapping
 
-from pydantic import Field, ValidationInfo, field_serializer, field_validator, model_validator
+from pydantic import Field, StrictBool, ValidationInfo, field_serializer, field_validator, model_validator
 
 import versions
 from edge_config.catalog import ACCELERATORS, Accelerator
@@ -36,7 +36,7 @@ class EdgeConfig(Section):
                                                      "nodes run in, each with its own public subnet.")
     allowed_client_cidrs: tuple[str, ...] = Field(("203.0.113.0/24",), description="Networks allowed to call the "
                                                   "inference NodePort (0.0.0.0/0 only with allow_public_nodeport).")
-    allow_public_nodeport: bool = Field(False, description="Accept 0.0.0.0/0 in allowed_client_cidrs: a public "
+    allow_public_nodeport: StrictBool = Field(False, description="Accept 0.0.0.0/0 in allowed_client_cidrs: a public "
                                                            "endpoint, still API-key protected.")
     cluster_endpoint_cidrs: tuple[str, ...] = Field(("203.0.113.0/24",), description="Networks allowed to reach "
                                                     "the public Kubernetes API endpoint (never 0.0.0.0/0).")
@@ -57,7 +57,7 @@ class EdgeConfig(Section):
                                                     "arn:aws:iam::123456789012:role/Admin, or null")] = Field(
         None, pattern=r"^arn:aws[a-z-]*:iam::\d{12}:(role|user)/[\w+=,.@/-]+$",
         description="IAM principal granted cluster admin through an access entry; null grants nobody.")
-    volcano_enabled: bool = Field(False, description="Install the Volcano batch scheduler and its `inference` "
+    volcano_enabled: StrictBool = Field(False, description="Install the Volcano batch scheduler and its `inference` "
                                   "Queue for batch jobs that opt in with schedulerName volcano. Inference pods "
                                   "never use it: Karpenter provisions only for pods the default scheduler "
                                   "marks Unschedulable.")

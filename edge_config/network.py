@@ -5,7 +5,7 @@ import ipaddress
 import re
 from typing import Annotated
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, StrictBool, field_validator, model_validator
 
 from edge_config.catalog import ACCELERATORS, FAMILY_ACCELERATOR, InstanceFamily
 from edge_config.errors import FieldProblem, Hint
@@ -48,7 +48,7 @@ class LocalZoneConfig(Section):
     instance_families: Annotated[tuple[InstanceFamily, ...], Hint(noun="accelerator instance family")] = Field(
         min_length=1, description="Accelerator instance families the zone offers (see "
                                   "`aws ec2 describe-instance-type-offerings --location-type availability-zone`).")
-    gp3_available: bool = Field(False, description="The zone offers gp3 volumes; most Local Zones offer only gp2, "
+    gp3_available: StrictBool = Field(False, description="The zone offers gp3 volumes; most Local Zones offer only gp2, "
                                                    "so node root volumes are gp2 unless this is true.")
     private_subnet_cidr: str | None = Field(
         None, description="Optional private subnet whose egress goes through the parent-region NAT, for components "

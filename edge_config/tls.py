@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, StrictBool, model_validator
 
 from edge_config.errors import FieldProblem, Hint
 from edge_config.fields import Section
@@ -49,7 +49,7 @@ class TLSConfig(Section):
         "inference.edge-diffusion.internal", pattern=DNS_NAME_PATTERN, max_length=253,
         description="private-ca: the one name in the serving certificate; devices connect to a node IP and verify "
                     "this name.")
-    allow_plaintext_nodeport: bool = Field(False, description="Accept `mode: off`: the bearer key then crosses the "
+    allow_plaintext_nodeport: StrictBool = Field(False, description="Accept `mode: off`: the bearer key then crosses the "
                                                               "network in clear text.")
     certificate_duration_days: int = Field(90, ge=7, le=397, description="Lifetime of the serving certificate "
                                                                          "(private-ca).")

@@ -271,3 +271,11 @@ def test_numeric_looking_overrides_keep_their_text_for_string_fields():
 def test_single_system_node_cannot_host_karpenter():
     message = error_for(system_nodes__min_size=1, system_nodes__desired_size=2)
     assert "edge.system_nodes.min_size" in message and "Karpenter" in message
+
+
+def test_switches_take_only_json_booleans():
+    # A public endpoint must be asked for with `true`, not inferred from "yes" or 1.
+    for value in ('"yes"', "1", '"true"'):
+        message = error_for(allow_public_nodeport=value)
+        assert message.startswith("edge.allow_public_nodeport: expected true or false"), message
+    assert load_config(ctx(allow_public_nodeport="true")).allow_public_nodeport is True
