@@ -60,9 +60,6 @@ SHUTDOWN_RESERVE_S = 2
 # KEDA polls each ScaledObject at this interval; the HPA then applies the behaviour in charts/autoscaling.py.
 KEDA_POLLING_INTERVAL_S = 15
 
-__all__ = ["NODEPOOL_LABEL"]
-
-
 def deployment_name(accelerator: str) -> str:
     return f"inference-{accelerator}"
 
