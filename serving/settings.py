@@ -225,7 +225,8 @@ _HELP = {
     "max_streams": "concurrent WebSocket frame streams (GET /v1/stream); more get 429; 0 disables streams",
     "stream_idle_timeout": "seconds without a client message after which a stream is closed",
     "max_frame_bytes": "largest encoded frame accepted on a stream",
-    "stream_vae": "local AutoencoderTiny (TAESD) directory the stream encodes and decodes frames with",
+    "stream_vae": "local AutoencoderTiny (TAESD) directory for stream frames (default: MODEL/stream_vae if present, "
+                  "else the model's VAE)",
     "stream_warmup_size": "stream frame size to warm up (and on cuda capture) before ready, e.g. 512x512",
     "stream_eager": "cuda: run stream frames eagerly instead of replaying captured CUDA graphs",
 }

@@ -4,11 +4,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from pathlib import Path
 from typing import Any, Callable
 
 from prometheus_client import Counter, Gauge, Histogram
 
 log = logging.getLogger("serving.stream")
+
+#: Sub-directory of the model directory holding the stream's AutoencoderTiny when --stream-vae is not given.
+STREAM_VAE_DIR = "stream_vae"
 
 # Seconds; a frame on a GPU is milliseconds, on the CPU tiny model tens of milliseconds.
 FRAME_BUCKETS = (0.002, 0.005, 0.01, 0.015, 0.025, 0.033, 0.05, 0.075, 0.1, 0.25, 0.5, 1, 2.5)
@@ -74,11 +78,19 @@ class StreamHub:
                     from serving.frames import FrameRunner, load_stream_vae
 
                     pipe = self.engine.backend.pipe
-                    vae = load_stream_vae(self.settings.stream_vae, pipe) if self.settings.stream_vae else None
+                    path = self.stream_vae_path()
+                    vae = load_stream_vae(path, pipe) if path else None
                     self._runner = FrameRunner(pipe, vae, cuda_graphs=not self.settings.stream_eager)
                     log.info("stream runner", extra={"fields": {"vae": type(self._runner.vae).__name__,
                                                                 "cuda_graphs": self._runner.cuda_graphs}})
         return self._runner
+
+    def stream_vae_path(self) -> str | None:
+        """--stream-vae, else the model directory's stream_vae/ (where the image's weights stage puts TAESD)."""
+        if self.settings.stream_vae:
+            return self.settings.stream_vae
+        bundled = Path(self.settings.model) / STREAM_VAE_DIR
+        return str(bundled) if (bundled / "config.json").is_file() else None
 
     def warmup(self, defaults) -> None:
         """Run (and on cuda capture) the stream's fixed shape once, on the calling (model-load) thread."""

@@ -181,3 +181,15 @@ def test_hf_download_invocation_parses_with_the_hub_cli(dockerfile):
     assert params["local_dir"] == "/opt/model"
     assert "model_index.json" in params["include"] and "*/*.safetensors" in params["include"]
     assert "*.fp16.safetensors" in params["exclude"]
+
+
+def test_stream_vae_lands_in_the_model_directory(dockerfile):
+    """TAESD is fetched in the weights stage into /opt/model/stream_vae, so the one weights COPY ships it."""
+    import shlex
+
+    run = " ".join(i.args for i in dockerfile.stage("weights-hf").all("RUN"))
+    command = run[run.index('hf download "${STREAM_VAE_ID}"'):].split("&&")[0]
+    argv = shlex.split(command.replace("${STREAM_VAE_ID}", "org/taesd").replace("${STREAM_VAE_REVISION}", "0" * 40))
+    assert argv[:3] == ["hf", "download", "org/taesd"]
+    assert argv[argv.index("--local-dir") + 1] == "/opt/model/stream_vae"
+    assert 'if [ -n "${STREAM_VAE_ID}" ]' in run  # STREAM_VAE_ID="" builds without it

@@ -66,6 +66,11 @@ def test_every_settings_field_has_a_flag():
         (["--model", "m"], {"SERVING_DEVICE": "tpu"}, "--device (env SERVING_DEVICE)"),
         (["--model", "m", "--warmup-sizes", "512"], {}, "--warmup-sizes"),
         (["--model", "m", "--warmup-sizes", "512x500"], {}, "--warmup-sizes"),
+        (["--model", "m", "--max-streams", "-1"], {}, "--max-streams"),
+        (["--model", "m", "--stream-idle-timeout", "0"], {}, "--stream-idle-timeout"),
+        (["--model", "m", "--max-frame-bytes", "10"], {}, "--max-frame-bytes"),
+        (["--model", "m", "--stream-warmup-size", "512x512,256x256"], {}, "--stream-warmup-size"),
+        (["--model", "m", "--stream-warmup-size", "500x512"], {}, "--stream-warmup-size"),
     ],
 )
 def test_bad_settings_name_the_flag(argv, env, needle):

@@ -1,0 +1,47 @@
+"""StreamHub: admission, the load signal's stream term, the bundled stream VAE."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from prometheus_client import CollectorRegistry
+
+from serving.settings import Settings
+from serving.streams import StreamHub
+
+
+def hub(tmp_path, **overrides) -> StreamHub:
+    settings = Settings(model=str(tmp_path), device="cpu", **overrides)
+    return StreamHub(settings, SimpleNamespace(max_concurrency=2), CollectorRegistry())
+
+
+def test_max_streams_and_draining(tmp_path):
+    h = hub(tmp_path, max_streams=2)
+    a, b, c = object(), object(), object()
+    assert h.try_open(a) and h.try_open(b) and not h.try_open(c)
+    h.closed(a)
+    assert h.try_open(c)
+    h.draining = True
+    h.closed(b)
+    assert not h.try_open(b)  # no new streams once a drain started
+    assert not hub(tmp_path, max_streams=0).try_open(a)  # 0 disables streams
+
+
+def test_load_counts_each_stream_as_one_busy_slot(tmp_path):
+    h = hub(tmp_path)
+    base = {"in_flight": 1, "queue_depth": 1, "load": 1.0}
+    assert h.load_snapshot(base) == {**base, "streams": 0, "load": 1.0}
+    h.try_open(object())
+    h.try_open(object())
+    # Two idle streams on 2 slots plus 2 REST requests: (2 + 2) / 2.
+    assert h.load_snapshot(base)["load"] == 2.0
+    # A stream's own frame in the engine is not counted twice.
+    h.frames_in_engine = 1
+    assert h.load_snapshot(base) == {**base, "streams": 2, "load": 1.5}
+
+
+def test_stream_vae_defaults_to_the_bundled_one(tmp_path):
+    assert hub(tmp_path).stream_vae_path() is None
+    (tmp_path / "stream_vae").mkdir()
+    (tmp_path / "stream_vae" / "config.json").write_text("{}")
+    assert hub(tmp_path).stream_vae_path() == str(tmp_path / "stream_vae")
+    assert hub(tmp_path, stream_vae="/elsewhere").stream_vae_path() == "/elsewhere"
