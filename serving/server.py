@@ -89,11 +89,12 @@ async def load_model(state: ServerState, create_backend: Callable | None = None)
                                                 "defaults": backend.defaults.__dict__}})
     if state.phase == "draining":
         return
+    # The stream's runner (and its tiny autoencoder) loads with the model, so a bad --stream-vae fails the start.
+    await _in_daemon_thread(lambda: state.streams.start(backend))
     if not settings.skip_warmup:
         state.set_phase("warming up")
         await _in_daemon_thread(lambda: backend.warmup(settings.warmup_shapes))
-        if settings.stream_warmup_shape and settings.max_streams:
-            await _in_daemon_thread(lambda: state.streams.warmup(backend.defaults))
+        await _in_daemon_thread(lambda: state.streams.warmup(backend.defaults))
         log.info("warm-up done", extra={"fields": {"warmup_s": round(time.perf_counter() - loaded, 3)}})
     if state.phase != "draining":
         state.set_phase("ready")

@@ -222,6 +222,10 @@ class StreamSession:
         except ServingError as exc:
             await self.send_error(exc.message, exc.param)
             return
+        except Exception:  # noqa: BLE001 - one broken frame must not end the stream
+            log.exception("stream frame failed")
+            await self.send_error("internal error while processing this frame", None)
+            return
         (output,) = result.images
         media = MEDIA[config.output_format]
         if output.width * output.height <= INLINE_PIXELS:
@@ -298,6 +302,12 @@ def add_stream_routes(app: FastAPI, state: ServerState) -> None:
         if not state.ready or state.engine.backend is None:
             await ws.send_denial_response(_refusal(503, f"not ready: {state.phase}", "unavailable", {"Retry-After": "1"}))
             _refused(hub, "not_ready")
+            return
+        if not state.engine.backend.supports_img2img or not state.settings.max_streams:
+            await ws.send_denial_response(_refusal(
+                404, f"this endpoint does not serve frame streams ({state.engine.backend.name} backend, "
+                f"--max-streams {state.settings.max_streams})", "not_found"))
+            _refused(hub, "unsupported")
             return
         session = StreamSession(ws, state)
         if not hub.try_open(session):

@@ -92,12 +92,19 @@ class StreamHub:
         bundled = Path(self.settings.model) / STREAM_VAE_DIR
         return str(bundled) if (bundled / "config.json").is_file() else None
 
+    def start(self, backend) -> None:
+        """Build the runner now when streams are enabled and the backend can run them (model-load thread)."""
+        if self.settings.max_streams and backend.supports_img2img and getattr(backend, "pipe", None) is not None:
+            self.runner()
+
     def warmup(self, defaults) -> None:
-        """Run (and on cuda capture) the stream's fixed shape once, on the calling (model-load) thread."""
+        """Run (and on cuda capture) --stream-warmup-size once, on the calling (model-load) thread."""
         from PIL import Image
 
         from serving.frames import FrameConfig
 
+        if self._runner is None or not self.settings.stream_warmup_shape:
+            return
         width, height = self.settings.stream_warmup_shape
         steps = max(defaults.steps, 2)
         config = FrameConfig(prompt="warm-up", strength=0.5, steps=steps, guidance_scale=defaults.guidance_scale,
