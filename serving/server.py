@@ -113,7 +113,9 @@ async def serve(settings: Settings, api_key: str | None = None, tls: Any = None)
     public_tls = {} if tls is None else {"ssl_context_factory": lambda _config, _default: tls.front}
     # Room over --max-frame-bytes so an oversized frame gets the stream's error message rather than a 1009 close.
     public = _Server(uvicorn.Config(create_app(state), host=settings.host, port=settings.port,
-                                    ws_max_size=settings.max_frame_bytes + 64 * 1024, **common, **public_tls))
+                                    ws_max_size=settings.max_frame_bytes + 64 * 1024,
+                                    # Frames are JPEG/PNG/WebP already: deflate would spend CPU and latency on nothing.
+                                    ws_per_message_deflate=False, **common, **public_tls))
     private = _Server(uvicorn.Config(state.metrics.app(), host=settings.host, port=settings.metrics_port, **common))
     stop = asyncio.Event()
     exit_code = 0

@@ -227,7 +227,8 @@ _HELP = {
     "max_frame_bytes": "largest encoded frame accepted on a stream",
     "stream_vae": "local AutoencoderTiny (TAESD) directory for stream frames (default: MODEL/stream_vae if present, "
                   "else the model's VAE)",
-    "stream_warmup_size": "stream frame size to warm up (and on cuda capture) before ready, e.g. 512x512",
+    "stream_warmup_size": "stream frame size to warm up (and on cuda capture) before ready, e.g. 512x512; default: "
+                          "the model's default size on cuda, none elsewhere",
     "stream_eager": "cuda: run stream frames eagerly instead of replaying captured CUDA graphs",
 }
 

@@ -98,14 +98,21 @@ class StreamHub:
             self.runner()
 
     def warmup(self, defaults) -> None:
-        """Run (and on cuda capture) --stream-warmup-size once, on the calling (model-load) thread."""
+        """Run (and on cuda capture) the stream's shape once, on the calling (model-load) thread: --stream-warmup-size,
+        or on cuda the model's default size."""
         from PIL import Image
 
         from serving.frames import FrameConfig
 
-        if self._runner is None or not self.settings.stream_warmup_shape:
+        if self._runner is None:
             return
-        width, height = self.settings.stream_warmup_shape
+        shape = self.settings.stream_warmup_shape
+        if shape is None and self._runner.cuda_graphs:
+            # On cuda the first frame of a shape captures its graph; the model's default size is the one to expect.
+            shape = (defaults.width, defaults.height)
+        if shape is None:
+            return
+        width, height = shape
         steps = max(defaults.steps, 2)
         config = FrameConfig(prompt="warm-up", strength=0.5, steps=steps, guidance_scale=defaults.guidance_scale,
                              seed=0)

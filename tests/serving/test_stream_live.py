@@ -142,6 +142,8 @@ def test_openai_images_edit(server):
 def test_auth_header_subprotocol_and_refusal(server):
     with open_stream(server) as ws:
         assert ws.subprotocol is None
+        # The client offers permessage-deflate; frames are compressed images already, so the server declines it.
+        assert "Sec-WebSocket-Extensions" not in ws.response.headers
     with open_stream(server, additional_headers={}, subprotocols=[f"bearer.{KEY}"]) as ws:
         assert ws.subprotocol == f"bearer.{KEY}"  # echoed, as browsers require
     for kwargs in ({"additional_headers": {}}, {"additional_headers": {"Authorization": "Bearer nope"}},

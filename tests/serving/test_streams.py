@@ -45,3 +45,26 @@ def test_stream_vae_defaults_to_the_bundled_one(tmp_path):
     (tmp_path / "stream_vae" / "config.json").write_text("{}")
     assert hub(tmp_path).stream_vae_path() == str(tmp_path / "stream_vae")
     assert hub(tmp_path, stream_vae="/elsewhere").stream_vae_path() == "/elsewhere"
+
+
+class FakeRunner:
+    def __init__(self, cuda_graphs):
+        self.cuda_graphs = cuda_graphs
+        self.shapes = []
+
+    def prepare(self, config, width, height):
+        self.shapes.append((width, height))
+        return config
+
+    def run(self, prepared, image, cancel):
+        assert image.size == self.shapes[-1]
+
+
+def test_warmup_captures_the_default_size_on_cuda_only(tmp_path):
+    defaults = SimpleNamespace(width=512, height=512, steps=1, guidance_scale=0.0)
+    for cuda_graphs, flag, expected in ((True, None, [(512, 512)]), (False, None, []),
+                                        (False, "256x256", [(256, 256)]), (True, "256x128", [(256, 128)])):
+        h = hub(tmp_path, **({"stream_warmup_size": flag} if flag else {}))
+        h._runner = FakeRunner(cuda_graphs)
+        h.warmup(defaults)
+        assert h._runner.shapes == expected, (cuda_graphs, flag)
