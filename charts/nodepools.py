@@ -13,7 +13,8 @@ import cdk8s
 from constructs import Construct
 
 import versions
-from edge_config import ARM64_FAMILIES, EdgeConfig
+from charts.image_cache import data_volume, user_data
+from edge_config import ARM64_FAMILIES, EdgeConfig, NodeImageCacheConfig
 from imports.karpenter.sh import karpenter
 from imports.karpenter_aws.aws.k8s import karpenter as karpenter_aws
 
@@ -56,8 +57,11 @@ _IN = karpenter.NodePoolSpecTemplateSpecRequirementsOperator.IN
 _TAINT_EFFECTS = {"NoSchedule": karpenter.NodePoolSpecTemplateSpecTaintsEffect.NO_SCHEDULE}
 
 
-def _node_class(scope: Construct, spec: NodeClassSpec, *, cluster_name: str, node_role: str) -> None:
+def _node_class(scope: Construct, spec: NodeClassSpec, *, cluster_name: str, node_role: str,
+                image_cache_snapshot_id: str | None, image_cache: NodeImageCacheConfig) -> None:
     gp3 = spec.gp3
+    # Only the Local Zone nodes run the cached images; a new snapshot id drifts them onto the newer cache.
+    cached = image_cache_snapshot_id is not None and spec.zone_type == "local-zone"
     karpenter_aws.Ec2NodeClass(
         scope, f"EC2NodeClass-{spec.name}",
         metadata=cdk8s.ApiObjectMetadata(name=spec.name, labels={ZONE_TYPE_LABEL: spec.zone_type}),
@@ -91,7 +95,8 @@ def _node_class(scope: Construct, spec: NodeClassSpec, *, cluster_name: str, nod
                     iops=3000 if gp3 else None,
                     throughput=250 if gp3 else None,
                 ),
-            )],
+            )] + ([data_volume(image_cache_snapshot_id, image_cache, gp3=gp3)] if cached else []),
+            user_data=user_data() if cached else None,
             tags={"edge-diffusion.aws/cluster": cluster_name},
         ),
     )
@@ -155,13 +160,15 @@ def _node_pool(scope: Construct, *, name: str, accelerator: str, node_class: Nod
 class NodePoolsChart(cdk8s.Chart):
     """The Karpenter node configuration, applied after the Karpenter chart has installed the CRDs."""
 
-    def __init__(self, scope: Construct, construct_id: str, *, config: EdgeConfig, node_role: str) -> None:
+    def __init__(self, scope: Construct, construct_id: str, *, config: EdgeConfig, node_role: str,
+                 image_cache_snapshot_id: str | None = None) -> None:
         super().__init__(scope, construct_id)
         classes = node_classes(config)
         by_zone = {c.zones[0]: c for c in classes if c.zone_type == "local-zone"}
         region = classes[-1]
         for spec in classes:
-            _node_class(self, spec, cluster_name=config.cluster_name, node_role=node_role)
+            _node_class(self, spec, cluster_name=config.cluster_name, node_role=node_role,
+                        image_cache_snapshot_id=image_cache_snapshot_id, image_cache=config.node_image_cache)
         for accelerator in config.accelerators:
             for lz in config.local_zones_offering(accelerator):
                 _node_pool(self, name=f"{accelerator}-{lz.name}", accelerator=accelerator,
@@ -171,6 +178,8 @@ class NodePoolsChart(cdk8s.Chart):
                        families=REGION_FAMILIES[accelerator], weight=REGION_WEIGHT, config=config)
 
 
-def nodepool_objects(config: EdgeConfig, *, node_role: str) -> list[dict]:
-    """Every EC2NodeClass and NodePool for this config, rendered (`node_role` may be a CDK token)."""
-    return NodePoolsChart(cdk8s.App(), "nodepools", config=config, node_role=node_role).to_json()
+def nodepool_objects(config: EdgeConfig, *, node_role: str, image_cache_snapshot_id: str | None = None) -> list[dict]:
+    """Every EC2NodeClass and NodePool for this config, rendered (`node_role` and the snapshot id may be CDK
+    tokens)."""
+    return NodePoolsChart(cdk8s.App(), "nodepools", config=config, node_role=node_role,
+                          image_cache_snapshot_id=image_cache_snapshot_id).to_json()

@@ -12,6 +12,7 @@ import versions
 from edge_config.catalog import ACCELERATORS, Accelerator
 from edge_config.errors import FieldProblem, Hint
 from edge_config.fields import Section, cidr_list, ipv4_network, unique
+from edge_config.image_cache import NodeImageCacheConfig
 from edge_config.network import LocalZoneConfig, NodePoolLimits, SystemNodesConfig, region_subnet_cidrs
 from edge_config.pipeline import PipelineConfig
 from edge_config.tls import TLSConfig
@@ -57,6 +58,9 @@ class EdgeConfig(Section):
                                                     "arn:aws:iam::123456789012:role/Admin, or null")] = Field(
         None, pattern=r"^arn:aws[a-z-]*:iam::\d{12}:(role|user)/[\w+=,.@/-]+$",
         description="IAM principal granted cluster admin through an access entry; null grants nobody.")
+    node_image_cache: NodeImageCacheConfig = Field(default_factory=NodeImageCacheConfig, description="The EBS "
+                                                   "snapshot of pulled serving images that Local Zone nodes start "
+                                                   "from (docs/cold-start.md).")
     volcano_enabled: StrictBool = Field(False, description="Install the Volcano batch scheduler and its `inference` "
                                   "Queue for batch jobs that opt in with schedulerName volcano. Inference pods "
                                   "never use it: Karpenter provisions only for pods the default scheduler "
@@ -206,6 +210,11 @@ class EdgeConfig(Section):
     @property
     def region_subnets(self) -> dict[str, list[str]]:
         return region_subnet_cidrs(self.vpc_cidr, len(self.region_azs))
+
+    @property
+    def image_cache_parameter_name(self) -> str:
+        """SSM parameter the pipeline writes the node image cache's snapshot id to, and the cluster reads."""
+        return f"/{self.cluster_name}/node-image-cache/snapshot-id"
 
     def local_zones_offering(self, accelerator: str) -> tuple[LocalZoneConfig, ...]:
         return tuple(lz for lz in self.local_zones if accelerator in lz.accelerators)

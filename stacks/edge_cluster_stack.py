@@ -18,6 +18,7 @@ from edge_constructs.edge_network import EdgeNetwork
 from edge_constructs.inference_workloads import InferenceWorkloads
 from edge_constructs.karpenter import Karpenter
 from edge_constructs.nag import acknowledge
+from edge_constructs.node_image_cache import image_cache_snapshot_id
 
 
 class EdgeClusterStack(cdk.Stack):
@@ -50,7 +51,8 @@ class EdgeClusterStack(cdk.Stack):
 
         self.nodepools = self.cluster.add_cdk8s_chart(
             "NodePools",
-            NodePoolsChart(cdk8s.App(), "nodepools", config=config, node_role=self.karpenter_node_role.role_name),
+            NodePoolsChart(cdk8s.App(), "nodepools", config=config, node_role=self.karpenter_node_role.role_name,
+                           image_cache_snapshot_id=image_cache_snapshot_id(self, config)),
         )
         # The CRDs come with the Karpenter chart.
         self.nodepools.node.add_dependency(self.karpenter.chart)

@@ -5,10 +5,12 @@ from typing import Any
 
 import aws_cdk as cdk
 from aws_cdk import aws_codebuild as codebuild
+from aws_cdk import aws_codepipeline_actions as pipeline_actions
 from aws_cdk import aws_ecr as ecr
 from aws_cdk import aws_s3 as s3
 from constructs import Construct, IConstruct
 
+from charts.inference import ACCELERATORS
 from edge_config import BuildTarget, EdgeConfig
 from edge_constructs.image_artifact_store import ImageArtifactStore
 from edge_constructs.image_build_project import ImageBuildProject
@@ -18,6 +20,7 @@ from edge_constructs.image_pipeline import ImagePipeline
 from edge_constructs.image_repositories import ImageRepositories
 from edge_constructs.image_source import ImageSource
 from edge_constructs.nag import acknowledge
+from edge_constructs.node_image_cache import NodeImageCacheBuilder, execution_finding
 
 
 class ImagePipelineStack(cdk.Stack):
@@ -79,6 +82,7 @@ class ImagePipelineStack(cdk.Stack):
             notification_topic=notifications.topic,
         ).pipeline
         self.build_targets: tuple[BuildTarget, ...] = pipeline_config.targets
+        self.node_image_cache = self._node_image_cache(config) if config.node_image_cache.build_snapshots else None
 
         for project in [*build_projects.values(), manifest_project]:
             self._acknowledge_codebuild_role(project, store.bucket)
@@ -93,6 +97,26 @@ class ImagePipelineStack(cdk.Stack):
                                       f"{pipeline_config.image_tag_moving}")
         cdk.CfnOutput(self, "PipelineName", value=self.pipeline.pipeline_name)
         cdk.CfnOutput(self, "FailureTopicArn", value=notifications.topic.topic_arn)
+
+    def _node_image_cache(self, config: EdgeConfig) -> NodeImageCacheBuilder | None:
+        """After Publish: snapshot a containerd store holding the images the Local Zone nodes run."""
+        flavors = [ACCELERATORS[a]["flavor"] for a in config.accelerators if config.local_zones_offering(a)]
+        flavors = [f for f in flavors if BuildTarget(accelerator=f, arch="amd64") in config.pipeline.targets]
+        if not flavors:
+            return None
+        builder = NodeImageCacheBuilder(
+            self, "NodeImageCache", config=config.node_image_cache, parameter_name=config.image_cache_parameter_name,
+            repositories=[self.repositories[f] for f in flavors], kubernetes_version=config.kubernetes_version)
+        # The moving tag the Publish stage just set: this run's images, or a newer run's.
+        images = " ".join(f"{self.repositories[f].repository_uri}:{config.pipeline.image_tag_moving}" for f in flavors)
+        self.pipeline.add_stage(stage_name="NodeImageCache", actions=[
+            pipeline_actions.StepFunctionInvokeAction(
+                action_name="snapshot", state_machine=builder.state_machine,
+                state_machine_input=pipeline_actions.StateMachineInput.literal({"images": images}))])
+        acknowledge(self.pipeline, execution_finding(builder.state_machine),
+                    "CodePipeline's grant to follow the executions it starts; execution names are generated per "
+                    "run, so only this state machine's execution prefix can be named.")
+        return builder
 
     # ------------------------------------------------------------ cdk-nag acknowledgements
     # cdk-nag 3 matches findings exactly, so each one is spelled out with the tokens it renders.

@@ -1,0 +1,135 @@
+"""The node image cache in the synthesized stacks: the pipeline's snapshot stage and state machine, the builder's
+launch template and IAM, and the cluster side reading the recorded snapshot id."""
+from __future__ import annotations
+
+import json
+import subprocess
+
+import aws_cdk as cdk
+import pytest
+from aws_cdk import assertions
+
+import edge_config
+import versions
+from charts.image_cache import CACHE_DEVICE
+from edge_constructs import node_image_cache
+from tests.conftest import REPO_ROOT
+from tools.render_manifests import extract_manifests
+
+PARAMETER = "/edge-diffusion/node-image-cache/snapshot-id"
+
+
+@pytest.fixture(scope="module")
+def pipeline_template(templates) -> dict:
+    return templates["ImagePipelineStack"]
+
+
+def _of_type(template: dict, kind: str) -> dict[str, dict]:
+    return {k: v for k, v in template["Resources"].items() if v["Type"] == kind}
+
+
+def _definition(template: dict) -> dict:
+    (machine,) = _of_type(template, "AWS::StepFunctions::StateMachine").values()
+    parts = machine["Properties"]["DefinitionString"]["Fn::Join"][1]
+    return json.loads("".join(p if isinstance(p, str) else "TOKEN" for p in parts))
+
+
+def _statements(template: dict, fragment: str) -> list[dict]:
+    return [s for lid, r in _of_type(template, "AWS::IAM::Policy").items() if fragment in lid
+            for s in r["Properties"]["PolicyDocument"]["Statement"]]
+
+
+def _actions(statement: dict) -> list[str]:
+    actions = statement["Action"]
+    return [a.lower() for a in ([actions] if isinstance(actions, str) else actions)]
+
+
+def test_the_pipeline_snapshots_the_published_cuda_images_last(pipeline_template):
+    (pipeline,) = _of_type(pipeline_template, "AWS::CodePipeline::Pipeline").values()
+    stage = pipeline["Properties"]["Stages"][-1]
+    assert stage["Name"] == "NodeImageCache"
+    (action,) = stage["Actions"]
+    assert action["ActionTypeId"]["Provider"] == "StepFunctions"
+    images = json.dumps(action["Configuration"]["Input"])
+    # The moving tag the Publish stage set, in the repository of the flavor Local Zone nodes run.
+    assert "RepositoriesCuda" in images and f":{edge_config.PipelineConfig().image_tag_moving}" in images
+    assert "RepositoriesNeuron" not in images and "RepositoriesCpu" not in images
+
+
+def test_the_state_machine_reports_through_the_builder_state(pipeline_template):
+    states = _definition(pipeline_template)["States"]
+    assert states["Launch"]["Resource"].endswith(":states:::aws-sdk:ec2:runInstances")
+    choices = states["Pulled?"]["Choices"]
+    assert choices[0] == {"Variable": "$.status.state", "StringEquals": "stopped", "Next": "Snapshot"}
+    assert states["Pulled?"]["Default"] == "TerminateAfterFailure"
+    assert CACHE_DEVICE in states["Describe"]["ResultSelector"]["volumes.$"]
+    assert states["Record"]["Parameters"]["Name"] == PARAMETER
+    assert states["Record"]["Next"] == "Terminate" and states["Terminate"]["End"] is True
+    assert states["TerminateAfterFailure"]["Next"] == "Failed" and states["Failed"]["Type"] == "Fail"
+    for name in ("Describe", "Snapshot", "SnapshotState", "Record"):
+        assert states[name]["Catch"][0]["Next"] == "TerminateAfterFailure", name
+
+
+def test_ending_an_instance_needs_the_builder_tag(pipeline_template):
+    statements = _statements(pipeline_template, "NodeImageCache")
+    terminating = [s for s in statements if "ec2:terminateinstances" in _actions(s)]
+    assert len(terminating) == 2  # the state machine's and the builder's own
+    for statement in terminating:
+        assert statement["Condition"] == {
+            "StringEquals": {f"ec2:ResourceTag/{node_image_cache.ROLE_TAG}": node_image_cache.ROLE_VALUE}}
+    tagging = [s for s in statements if "ec2:createtags" in _actions(s)]
+    assert tagging and all(s["Condition"]["StringEquals"]["ec2:CreateAction"] for s in tagging)
+    (recording,) = [s for s in statements if "ssm:putparameter" in _actions(s)]
+    assert json.dumps(recording["Resource"]).endswith(f':parameter{PARAMETER}"]]}}')
+
+
+def test_the_builder_pulls_only_the_cached_repository(pipeline_template):
+    statements = _statements(pipeline_template, "NodeImageCacheBuilderRole")
+    pulls = [s for s in statements if "ecr:batchgetimage" in _actions(s)]
+    assert [s["Resource"]["Fn::GetAtt"][0] for s in pulls] == [
+        next(k for k in pipeline_template["Resources"] if k.startswith("RepositoriesCuda"))]
+    assert not any(a.startswith(("ecr:put", "ecr:upload", "ecr:complete")) for s in statements for a in _actions(s))
+
+
+def test_the_builder_runs_the_nodes_ami_release_locked_down(pipeline_template):
+    (template,) = _of_type(pipeline_template, "AWS::EC2::LaunchTemplate").values()
+    data = template["Properties"]["LaunchTemplateData"]
+    assert data["MetadataOptions"] == {"HttpPutResponseHopLimit": 1, "HttpTokens": "required",
+                                       "InstanceMetadataTags": "enabled"}
+    assert data["InstanceInitiatedShutdownBehavior"] == "stop"
+    devices = {d["DeviceName"]: d["Ebs"] for d in data["BlockDeviceMappings"]}
+    assert set(devices) == {"/dev/xvda", CACHE_DEVICE} and all(e["Encrypted"] for e in devices.values())
+    ami = data["ImageId"]["Ref"]
+    release = versions.KARPENTER_AMI_ALIAS.split("@")[1]
+    assert release in pipeline_template["Parameters"][ami]["Default"]
+    assert pipeline_template["Parameters"][ami]["Default"] == node_image_cache.builder_ami_parameter(
+        versions.KUBERNETES_VERSION, versions.KARPENTER_AMI_ALIAS)
+    (group,) = _of_type(pipeline_template, "AWS::EC2::SecurityGroup").values()
+    assert "SecurityGroupIngress" not in group["Properties"]
+
+
+def test_builder_script_is_valid_bash_and_reports_by_its_state():
+    subprocess.run(["bash", "-n"], input=node_image_cache.BUILDER_SCRIPT, text=True, check=True)
+    script = node_image_cache.BUILDER_SCRIPT
+    assert "trap fail ERR" in script and script.rstrip().endswith("shutdown -h now")
+    assert f"tags/instance/{node_image_cache.IMAGES_TAG}" in script and "/" not in node_image_cache.IMAGES_TAG
+
+
+def test_nodes_leave_the_cache_off_by_default(templates):
+    manifests = extract_manifests(templates["EdgeClusterStack"])
+    classes = [o for objects in manifests.values() for o in objects if o.get("kind") == "EC2NodeClass"]
+    assert classes and all(len(c["spec"]["blockDeviceMappings"]) == 1 for c in classes)
+    assert not any(p.get("Default") == PARAMETER for p in templates["EdgeClusterStack"].get("Parameters", {}).values())
+
+
+def test_attached_nodes_read_the_recorded_snapshot_at_deploy():
+    context = json.loads((REPO_ROOT / "cdk.json").read_text())["context"]
+    context["edge.node_image_cache.attach_to_nodes"] = "true"
+    config = edge_config.load_config(context)
+    stack = cdk.Stack(cdk.App(), "S")
+    snapshot_id = node_image_cache.image_cache_snapshot_id(stack, config)
+    assert cdk.Token.is_unresolved(snapshot_id)
+    parameters = stack.resolve({"p": snapshot_id})
+    (name,) = [p["Ref"] for p in parameters.values()]
+    rendered = assertions.Template.from_stack(stack).to_json()
+    assert rendered["Parameters"][name] == {"Type": "AWS::SSM::Parameter::Value<String>", "Default": PARAMETER}
