@@ -59,6 +59,43 @@ IMAGE_BUILD_VERSIONS: dict[str, str] = {
     "HUGGINGFACE_HUB_VERSION": "2.4.0",
     "AWSCLI_VERSION": "1.46.2",
 }
+# CUDA compute capabilities the pinned torch cu130 wheels carry kernels for, per CPU architecture. Source:
+# pytorch/pytorch `.ci/manywheel/build_cuda.sh`, the script that builds the published wheels: case 13.0 sets
+# TORCH_CUDA_ARCH_LIST="7.5;8.0;8.6;9.0;10.0;$(aarch64: "11.0;")12.0+PTX", then `filter_aarch64_archs` removes
+# everything below 8.0 and 8.6 on aarch64. Re-read it at the tag of every TORCH_VERSION bump.
+TORCH_CUDA_ARCHS: dict[str, tuple[str, ...]] = {
+    "amd64": ("7.5", "8.0", "8.6", "9.0", "10.0", "12.0+PTX"),
+    "arm64": ("8.0", "9.0", "10.0", "11.0", "12.0+PTX"),
+}
+# The NVIDIA GPU of each instance family the config can name, with its compute capability (AWS accelerated
+# computing instance pages; NVIDIA's CUDA GPU compute capability table).
+NVIDIA_FAMILY_GPUS: dict[str, tuple[str, str]] = {
+    "g4dn": ("T4", "7.5"),
+    "g5": ("A10G", "8.6"),
+    "g5g": ("T4G", "7.5"),
+    "g6": ("L4", "8.9"),
+    "g6e": ("L40S", "8.9"),
+    "gr6": ("L4", "8.9"),
+}
+
+
+def torch_cuda_drives(capability: str, arch: str) -> bool:
+    """Whether the pinned torch build for `arch` runs kernels on a GPU of compute capability `capability`.
+
+    CUDA binary compatibility: SASS built for sm_XY runs on sm_XZ with Z >= Y (same major); PTX ("+PTX") is
+    JIT-compiled for any newer capability.
+    """
+    major, minor = (int(p) for p in capability.split("."))
+    for entry in TORCH_CUDA_ARCHS[arch]:
+        built = entry.removesuffix("+PTX")
+        b_major, b_minor = (int(p) for p in built.split("."))
+        if b_major == major and b_minor <= minor:
+            return True
+        if entry.endswith("+PTX") and (major, minor) >= (b_major, b_minor):
+            return True
+    return False
+
+
 # Dockerfile frontend named in the Dockerfile's `# syntax=` line.
 DOCKERFILE_FRONTEND = "docker/dockerfile:1.10.0"
 # BuildKit daemon of the docker-container builder the buildspecs create (needed for the registry cache).

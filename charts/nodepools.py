@@ -29,8 +29,9 @@ TAINTS = {
     "neuron": {"key": "aws.amazon.com/neuron", "effect": "NoSchedule"},
 }
 DEVICE_RESOURCES = {"nvidia": "nvidia.com/gpu", "neuron": "aws.amazon.com/neuron"}
-# Families the parent region offers for the fallback pools (g5g adds Graviton GPU capacity for arm64 images).
-REGION_FAMILIES = {"nvidia": ("g6", "g5", "g4dn", "g5g"), "neuron": ("inf2",)}
+# Families the parent region offers for the fallback pools. No g5g: its T4G (sm_75) has no kernels in the arm64
+# cu130 torch build (versions.TORCH_CUDA_ARCHS), so a CUDA pod there could start but not run.
+REGION_FAMILIES = {"nvidia": ("g6", "g5", "g4dn"), "neuron": ("inf2",)}
 LOCAL_ZONE_WEIGHT = 100
 REGION_WEIGHT = 10
 # Root volume: the serving images are ~20 GB compressed (weights + Neuron artifacts) and unpack to more.

@@ -7,7 +7,8 @@ from typing import Annotated
 
 from pydantic import Field, StrictBool, field_validator, model_validator
 
-from edge_config.catalog import ACCELERATORS, FAMILY_ACCELERATOR, InstanceFamily
+import versions
+from edge_config.catalog import ACCELERATORS, ARM64_FAMILIES, FAMILY_ACCELERATOR, InstanceFamily
 from edge_config.errors import FieldProblem, Hint
 from edge_config.fields import Section, ipv4_network, unique
 
@@ -66,6 +67,16 @@ class LocalZoneConfig(Section):
     @classmethod
     def _unique_families(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         unique(value)
+        for i, family in enumerate(value):
+            if family not in versions.NVIDIA_FAMILY_GPUS:
+                continue
+            gpu, capability = versions.NVIDIA_FAMILY_GPUS[family]
+            arch = "arm64" if family in ARM64_FAMILIES else "amd64"
+            if not versions.torch_cuda_drives(capability, arch):
+                raise FieldProblem(
+                    f"{family} ({gpu}, compute capability {capability}, {arch}) cannot run the CUDA image: the "
+                    f"pinned {arch} torch build has kernels for {', '.join(versions.TORCH_CUDA_ARCHS[arch])} only",
+                    "list a family the image drives (g4dn, g5, g6, g6e, gr6)", (i,))
         return value
 
     @property

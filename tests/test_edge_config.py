@@ -158,10 +158,10 @@ def test_kubernetes_version_is_pinned():
 
 def test_dotted_overrides_are_json_parsed_or_kept_as_strings():
     cfg = load_config(ctx(workloads__node_port="30090", cluster_name="edge-test",
-                          local_zones__0__instance_families='["g4dn", "g5", "g5g"]'))
+                          local_zones__0__instance_families='["g4dn", "g5", "g6"]'))
     assert cfg.workloads.node_port == 30090
     assert cfg.cluster_name == "edge-test"
-    assert cfg.local_zones[0].families_for("nvidia") == ("g4dn", "g5", "g5g")
+    assert cfg.local_zones[0].families_for("nvidia") == ("g4dn", "g5", "g6")
 
 
 def test_override_of_a_missing_list_index():

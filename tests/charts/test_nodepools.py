@@ -40,7 +40,7 @@ def requirement(pool: dict, key: str) -> list[str]:
 
 TWO_ZONES = json.dumps([
     {"name": "us-west-2-lax-1a", "subnet_cidr": "10.40.128.0/22", "instance_families": ["g4dn", "g5"]},
-    {"name": "us-west-2-lax-1b", "subnet_cidr": "10.40.132.0/22", "instance_families": ["g5g", "inf2"],
+    {"name": "us-west-2-lax-1b", "subnet_cidr": "10.40.132.0/22", "instance_families": ["g6", "inf2"],
      "gp3_available": True},
 ])
 
@@ -96,8 +96,8 @@ def test_neuron_moves_to_a_local_zone_that_offers_inf2_with_higher_weight():
     lz_pool = pools[("NodePool", "neuron-us-west-2-lax-1b")]
     assert requirement(lz_pool, "topology.kubernetes.io/zone") == ["us-west-2-lax-1b"]
     assert lz_pool["spec"]["weight"] > pools[("NodePool", "neuron-region")]["spec"]["weight"]
-    # g5g (Graviton GPU) brings arm64 into that zone's NVIDIA pool.
-    assert requirement(pools[("NodePool", "nvidia-us-west-2-lax-1b")], "kubernetes.io/arch") == ["amd64", "arm64"]
+    # No NVIDIA family the CUDA image drives is arm64 (g5g's T4G is not in the arm64 torch build).
+    assert requirement(pools[("NodePool", "nvidia-us-west-2-lax-1b")], "kubernetes.io/arch") == ["amd64"]
 
 
 def test_local_zone_pools_outweigh_their_region_fallbacks():
