@@ -96,10 +96,10 @@ def torch_cuda_drives(capability: str, arch: str) -> bool:
     return False
 
 
-# Dockerfile frontend named in the Dockerfile's `# syntax=` line.
-DOCKERFILE_FRONTEND = "docker/dockerfile:1.10.0"
-# BuildKit daemon of the docker-container builder the buildspecs create (needed for the registry cache).
-BUILDKIT_IMAGE = "moby/buildkit:v0.25.1"
+# BuildKit daemon of the docker-container builder the buildspecs create (needed for the registry cache), from
+# the ECR Public mirror of Docker Hub's moby/buildkit (the `vend` namespace), so CodeBuild's shared IPs never hit
+# Docker Hub's anonymous pull limit. Its built-in Dockerfile frontend parses serving/Dockerfile (no `# syntax=`).
+BUILDKIT_IMAGE = "public.ecr.aws/vend/moby/buildkit:v0.25.1"
 # CodeBuild images: Docker with the buildx plugin, native per architecture.
 CODEBUILD_IMAGE_AMD64 = "aws/codebuild/amazonlinux-x86_64-standard:6.0"
 CODEBUILD_IMAGE_ARM64 = "aws/codebuild/amazonlinux-aarch64-standard:4.0"
