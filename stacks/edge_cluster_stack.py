@@ -17,6 +17,7 @@ from edge_constructs.edge_cluster import EdgeCluster
 from edge_constructs.edge_network import EdgeNetwork
 from edge_constructs.inference_workloads import InferenceWorkloads
 from edge_constructs.karpenter import Karpenter
+from edge_constructs.karpenter_teardown import KarpenterNodeTeardown
 from edge_constructs.nag import acknowledge
 from edge_constructs.node_image_cache import image_cache_snapshot_id
 
@@ -56,6 +57,11 @@ class EdgeClusterStack(cdk.Stack):
         )
         # The CRDs come with the Karpenter chart.
         self.nodepools.node.add_dependency(self.karpenter.chart)
+        # On delete: workloads, then the nodes, then the NodePools, then Karpenter (see karpenter_teardown.py).
+        self.karpenter_teardown = KarpenterNodeTeardown(
+            self, "KarpenterTeardown", cluster_name=config.cluster_name, vpc=self.vpc,
+            after=[self.nodepools, self.karpenter.chart],
+        )
 
         cdk.CfnOutput(self, "ClusterName", value=self.cluster.cluster_name)
         cdk.CfnOutput(self, "NodeSecurityGroupId", value=self.node_security_group.security_group_id)
@@ -66,7 +72,8 @@ class EdgeClusterStack(cdk.Stack):
         self.inference = InferenceWorkloads(
             self, "InferenceWorkloads", config=config, cluster=self.cluster,
             node_security_group=self.node_security_group,
-            depends_on=[self.addons.keda, self.addons.pod_identity_agent, self.nodepools],
+            depends_on=[self.addons.keda, self.addons.pod_identity_agent, self.nodepools,
+                        self.karpenter_teardown.resource],
         )
 
     @property

@@ -1,0 +1,97 @@
+"""Teardown order for `cdk destroy`: Karpenter's nodes are gone before the NodePools and Karpenter itself go.
+
+CloudFormation deletes in reverse dependency order. The workloads depend on this resource, which depends on
+the NodePools manifest, which depends on the Karpenter chart; so on delete the pods go first, then this
+resource terminates the cluster's Karpenter instances and waits for them (handlers/karpenter_teardown.py),
+then the NodePools/EC2NodeClasses are deleted while Karpenter still runs (it removes its instance profiles
+and launch templates), and only then is Karpenter uninstalled. Terminating directly, instead of relying on a
+NodePool deletion that drains for up to the NodePools' 15-minute termination grace, keeps every step inside
+the 15-minute Lambda limit of the kubectl handler and of this function.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import aws_cdk as cdk
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from constructs import Construct, IDependable
+
+from edge_constructs.nag import acknowledge
+
+HANDLER_DIR = Path(__file__).resolve().parent / "handlers"
+RESOURCE_TYPE = "Custom::KarpenterNodeTeardown"
+
+
+class KarpenterNodeTeardown(Construct):
+    """A custom resource whose deletion removes every Karpenter node of the cluster (no-op on create/update)."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, cluster_name: str, vpc: ec2.IVpc,
+                 after: list[IDependable]) -> None:
+        super().__init__(scope, construct_id)
+        log_group = logs.LogGroup(self, "Logs", retention=logs.RetentionDays.ONE_MONTH,
+                                  removal_policy=cdk.RemovalPolicy.DESTROY)
+        self.function = lambda_.Function(
+            self,
+            "Handler",
+            runtime=lambda_.Runtime.PYTHON_3_14,
+            handler="karpenter_teardown.handler",
+            code=lambda_.Code.from_asset(str(HANDLER_DIR)),
+            timeout=cdk.Duration.minutes(15),
+            memory_size=256,
+            log_group=log_group,
+            environment={"CLUSTER_NAME": cluster_name, "VPC_ID": vpc.vpc_id},
+            description=f"Terminates the Karpenter nodes of {cluster_name} when the stack is deleted",
+        )
+        owned = {f"aws:ResourceTag/kubernetes.io/cluster/{cluster_name}": "owned"}
+        self.function.add_to_role_policy(iam.PolicyStatement(
+            sid="TerminateOnlyThisClustersKarpenterInstances",
+            actions=["ec2:TerminateInstances"],
+            resources=[f"arn:{cdk.Aws.PARTITION}:ec2:{cdk.Aws.REGION}:{cdk.Aws.ACCOUNT_ID}:instance/*"],
+            conditions={"StringEquals": owned, "StringLike": {"aws:ResourceTag/karpenter.sh/nodepool": "*"}},
+        ))
+        self.function.add_to_role_policy(iam.PolicyStatement(
+            sid="DeleteOnlyThisClustersCniInterfaces",
+            actions=["ec2:DeleteNetworkInterface"],
+            resources=[f"arn:{cdk.Aws.PARTITION}:ec2:{cdk.Aws.REGION}:{cdk.Aws.ACCOUNT_ID}:network-interface/*"],
+            conditions={"StringEquals": {"aws:ResourceTag/cluster.k8s.amazonaws.com/name": cluster_name}},
+        ))
+        self.function.add_to_role_policy(iam.PolicyStatement(
+            sid="FindInstancesAndInterfaces",
+            actions=["ec2:DescribeInstances", "ec2:DescribeNetworkInterfaces"],
+            resources=["*"],
+        ))
+        self.resource = cdk.CustomResource(self, "Resource", service_token=self.function.function_arn,
+                                           resource_type=RESOURCE_TYPE)
+        for dependency in after:
+            self.resource.node.add_dependency(dependency)
+        self._acknowledge()
+
+    def _acknowledge(self) -> None:
+        role = self.function.role
+        acknowledge(
+            role,
+            "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole]",
+            "The teardown function only writes its own CloudWatch logs, which is exactly what this AWS managed "
+            "policy grants.",
+        )
+        policy = role.node.find_child("DefaultPolicy")
+        acknowledge(
+            policy,
+            "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:ec2:<AWS::Region>:<AWS::AccountId>:instance/*]",
+            "Karpenter's instance ids are unknown at synth; termination is conditioned on the cluster ownership "
+            "tag and the karpenter.sh/nodepool tag Karpenter puts on every instance it launches.",
+        )
+        acknowledge(
+            policy,
+            "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:ec2:<AWS::Region>:<AWS::AccountId>:network-interface/*]",
+            "The VPC CNI's ENI ids are unknown at synth; deletion is conditioned on the cluster tag the CNI puts "
+            "on every interface it creates.",
+        )
+        acknowledge(
+            policy,
+            "AwsSolutions-IAM5[Resource::*]",
+            "ec2:DescribeInstances and ec2:DescribeNetworkInterfaces do not support resource-level permissions.",
+        )
