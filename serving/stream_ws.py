@@ -79,6 +79,7 @@ class StreamSession:
         self.wake = asyncio.Event()
         self.finished = asyncio.Event()
         self.stopping = False
+        self.busy = False
         self._send_lock = asyncio.Lock()
         self._prepared: dict[tuple, object] = {}
         self._reader: asyncio.Task | None = None
@@ -125,6 +126,8 @@ class StreamSession:
             try:
                 message = await asyncio.wait_for(self.ws.receive(), idle)
             except TimeoutError:
+                if self.busy:
+                    continue  # a client waiting for a slow frame is not idle
                 await self.close_now(1000, f"idle for {idle:g} s (--stream-idle-timeout)")
                 return
             if message["type"] == "websocket.disconnect":
@@ -195,10 +198,13 @@ class StreamSession:
                 continue
             seq, data, received = self.pending
             self.pending = None
+            self.busy = True
             try:
                 await self._process(seq, data, received)
             except (WebSocketDisconnect, RuntimeError):
                 return  # the client went away mid-send
+            finally:
+                self.busy = False
             if self.pending is not None or self.stopping:
                 self.wake.set()
 

@@ -54,7 +54,8 @@ def start(tiny_model, taesd, tmp_path_factory, name, *extra) -> LiveServer:
 
 @pytest.fixture(scope="module")
 def server(tiny_model, taesd, tmp_path_factory):
-    srv = start(tiny_model, taesd, tmp_path_factory, "stream", "--max-streams", "2", "--stream-idle-timeout", "1.5")
+    srv = start(tiny_model, taesd, tmp_path_factory, "stream", "--max-streams", "2", "--stream-idle-timeout", "1.5",
+                "--max-steps", "200")
     try:
         yield srv.wait_ready()
     finally:
@@ -238,6 +239,14 @@ def test_idle_stream_is_closed(server):
             ws.recv(timeout=10)
         assert closed.value.rcvd.code == 1000 and "idle" in closed.value.rcvd.reason
         assert 1.0 < time.monotonic() - started < 8
+
+
+def test_a_client_waiting_for_a_slow_frame_is_not_idle(server):
+    with open_stream(server) as ws:
+        ws.send(json.dumps({"prompt": "slow", "num_inference_steps": 150, "strength": 1.0}))
+        ws.send(image_bytes((128, 128)))
+        header, _ = recv_frame(ws, timeout=30)
+        assert header["inference_ms"] > 1500  # longer than --stream-idle-timeout, and still answered
 
 
 def test_rest_requests_are_served_while_a_stream_runs(server):
