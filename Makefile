@@ -15,7 +15,7 @@ TLS ?=
 TLS_DIR := .cache/tls
 TLS_SERVER_NAME := inference.edge-diffusion.internal
 
-.PHONY: setup synth test serve bench browser clean schema crd-imports
+.PHONY: setup synth test serve bench browser clean schema crd-imports image image-test image-cache image-tools
 
 setup: $(VENV)/.installed .venv-checkov/.installed node_modules/.installed browser
 
@@ -83,6 +83,27 @@ serve: $(VENV)/.installed $(TINY_MODEL)/model_index.json
 bench: $(VENV)/.installed
 	$(PY) -m benchmarks.cpu
 	$(PY) -m benchmarks.stream
+
+# The serving image, built and run offline (docs/image-build.md): buildah (daemonless, chroot isolation, vfs),
+# a debootstrap stand-in for the base image, the tiny model as the weights. Root only, as in CI.
+IMAGE_TOOLS := buildah debootstrap strace
+
+image-tools:
+	@missing=""
+	for tool in $(IMAGE_TOOLS); do command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done
+	if [ -n "$$missing" ]; then
+	  if [ "$$(id -u)" != 0 ]; then echo "make image runs as root (chroot, mounts); missing:$$missing"; exit 1; fi
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null
+	fi
+
+image: $(VENV)/.installed $(TINY_MODEL)/model_index.json image-tools
+	$(PY) -m tools.image_build
+
+image-test: image
+	$(PY) -m tools.image_pod
+
+image-cache: image
+	$(PY) -m tools.image_cache
 
 clean:
 	rm -rf cdk.out dist .cache .pytest_cache

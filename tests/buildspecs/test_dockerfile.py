@@ -98,9 +98,16 @@ def test_base_images_are_pinned_by_exact_tag_or_digest(dockerfile):
 
 
 def test_weights_source_stages_exist_for_every_model_source(dockerfile):
-    for source in ("hf", "s3"):
+    for source in ("hf", "s3", "local"):
         dockerfile.stage(f"weights-{source}")
     assert dockerfile.stage("weights").base == "weights-${MODEL_SOURCE}"
+
+
+def test_local_weights_come_from_the_model_context_and_are_checked(dockerfile):
+    stage = dockerfile.stage("weights-local")
+    assert [c.args for c in stage.all("COPY")] == ["--from=model . /opt/model"]
+    assert "model_index.json" in " ".join(r.args for r in stage.all("RUN"))
+    assert "model" not in dockerfile.stage_names, "a stage named model would shadow the build context"
 
 
 def test_final_targets_follow_the_serving_contract(dockerfile):
@@ -120,7 +127,8 @@ def test_model_and_compile_layers_come_before_the_server_code(dockerfile):
     for flavor in IMAGE_FLAVORS:
         copies = dockerfile.stage(flavor).all("COPY")
         sources = [c.args for c in copies]
-        assert sources[-1] == "--link . /app/serving", f"{flavor}: the server code must be the last layer"
+        assert sources[-1] == "--link --from=serving-code /app/serving /app/serving", (
+            f"{flavor}: the server code (with its bytecode) must be the last layer")
         if flavor == "neuron":
             # Only the compiled export ships: the source weights are not needed at run time.
             expected = ["--link --from=neuron-compile /opt/model-neuron /opt/model-neuron"]
@@ -213,3 +221,38 @@ def test_stream_vae_lands_in_the_model_directory(dockerfile):
     assert argv[:3] == ["hf", "download", "org/taesd"]
     assert argv[argv.index("--local-dir") + 1] == "/opt/model/stream_vae"
     assert 'if [ -n "${STREAM_VAE_ID}" ]' in run  # STREAM_VAE_ID="" builds without it
+
+
+# ---------------------------------------------------------------- bytecode (a read-only root cannot cache any)
+_COMPILE = "python -m compileall -q"
+_UNCHECKED = "--invalidation-mode unchecked-hash"
+
+
+def test_the_standard_library_is_compiled_in_the_shared_base(dockerfile):
+    runs = [r.args for r in dockerfile.stage("python-base").all("RUN")]
+    assert any(_COMPILE in r and _UNCHECKED in r and 'get_path("stdlib")' in r for r in runs), runs
+
+
+@pytest.mark.parametrize("runtime", ["cpu-runtime", "cuda-runtime"])
+def test_installed_packages_are_compiled_once_hash_based(dockerfile, runtime):
+    runs = [r.args for r in dockerfile.stage(runtime).all("RUN") if "pip install" in r.args]
+    assert runs and all("--no-compile" in r for r in runs), "pip's own timestamp-based .pyc would be stale"
+    assert _COMPILE in runs[-1] and _UNCHECKED in runs[-1] and 'get_path("purelib")' in runs[-1]
+
+
+def test_the_server_code_layer_carries_its_bytecode(dockerfile):
+    stage = dockerfile.stage("serving-code")
+    assert stage.base == "python-base"
+    assert [c.args for c in stage.all("COPY")] == [". /app/serving"]
+    assert any(_COMPILE in r.args and _UNCHECKED in r.args and r.args.endswith("/app/serving")
+               for r in stage.all("RUN"))
+    # The main context (no --from) is copied in this one stage only.
+    copies_of_code = [s.name for s in dockerfile.stages for c in s.all("COPY") if "--from=" not in c.args]
+    assert copies_of_code == ["serving-code"]
+
+
+def test_bytecode_suits_every_runtime_interpreter(dockerfile):
+    """.pyc files are per Python minor version; the Neuron image reuses the code layer built on python-base."""
+    python_minor = re.search(r":(\d+)\.(\d+)\.", dockerfile.global_args["PYTHON_IMAGE"]).groups()
+    neuron_minor = re.search(r"-py(\d)(\d+)-", dockerfile.global_args["NEURON_IMAGE"]).groups()
+    assert python_minor == neuron_minor, "give the neuron target a code stage of its own Python"
