@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from charts import inference
+from charts import contract as inference
 from tests.buildspecs.dockerfile_parser import parse_dockerfile
 from tools import image_build, image_pod
 
