@@ -3,21 +3,30 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
+import os
 import sys
 
 
+def _config_error(exc: Exception) -> int:
+    from serving.logconfig import json_line
+
+    # Exit 2 with one readable line (JSON like every other line the server writes), never a traceback.
+    print(json_line("error", "serving", f"configuration error: {exc}"), file=sys.stderr)
+    return 2
+
+
 def _serve(args: argparse.Namespace) -> int:
-    from serving.logconfig import configure_logging
     from serving.apikey import load_api_key
+    from serving.logconfig import configure_logging
     from serving.settings import SettingsError, settings_from
 
     try:
         settings = settings_from(args)
-        configure_logging(settings.log_level)
+        configure_logging(settings.log_level, settings.log_prompts)
         api_key = load_api_key(settings)
     except SettingsError as exc:
-        print(f"serving: configuration error: {exc}", file=sys.stderr)
-        return 2
+        return _config_error(exc)
     from serving.prefetch import start_prefetch
 
     # Started before the heavy imports below so a cold disk read overlaps them.
@@ -27,11 +36,15 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         tls = server_tls_from(settings)
     except TLSFileError as exc:
-        print(f"serving: configuration error: {exc}", file=sys.stderr)
-        return 2
-    from serving.server import serve
+        return _config_error(exc)
+    from serving.server import build_state, serve
 
-    return asyncio.run(serve(settings, api_key, tls=tls))
+    try:
+        state = build_state(settings, api_key)
+    except SettingsError as exc:
+        return _config_error(exc)
+    state.tls = tls
+    return asyncio.run(serve(state))
 
 
 def _tiny_model(args: argparse.Namespace) -> int:
@@ -80,5 +93,21 @@ def main(argv: list[str] | None = None) -> int:
     return args.func(args)
 
 
+def _exit_now(code: int) -> None:
+    """Flush the logs and leave without interpreter teardown.
+
+    Tearing down torch, diffusers and their thread pools takes seconds after the server has already closed
+    every connection; the drain contract (exit within --drain-timeout + 1 s) has no room for it, and nothing of
+    the server's state needs finalizing.
+    """
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_code = main()
+    if sys.argv[1:2] == ["serve"]:
+        _exit_now(exit_code)
+    sys.exit(exit_code)

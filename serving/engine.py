@@ -1,9 +1,14 @@
 """Admission control and execution: a bounded FIFO in front of ``max_concurrency`` worker threads.
 
-A request is admitted only while running + waiting < max_concurrency + max_queue (else 429). Its deadline
-covers queueing and generation; past it the caller gets 504 at once and the generation is aborted at its next
-denoising step. The slot is released only when the worker thread has really stopped, so a timed-out request
-never lets a second generation onto a busy accelerator.
+A request is admitted only while running + waiting < max_concurrency + max_queue (else 429) and its cost
+(width x height x steps x images, x2 with guidance) is within ``max_cost`` (else 422). Its deadline covers
+queueing and generation; past it the caller gets 504 at once and the generation is aborted at its next
+denoising step. A caller that goes away (client disconnect: the awaiting task is cancelled) leaves the queue at
+once or aborts its generation the same way. The slot is released only when the worker thread has really
+stopped, so an abandoned request never lets a second generation onto a busy accelerator.
+
+Drain: ``drain()`` refuses new work and waits; at its deadline ``close()`` answers every queued request 503
+(it never starts) and aborts the running ones (503 at their next step); no slot is handed out afterwards.
 """
 from __future__ import annotations
 
@@ -18,13 +23,21 @@ from dataclasses import dataclass
 from typing import Callable
 
 from serving.backends.base import Backend, GenerationParams
-from serving.errors import GenerationCancelled, GenerationTimeout, QueueFull, Unavailable
+from serving.errors import GenerationCancelled, GenerationTimeout, InvalidRequest, QueueFull, Unavailable
 
 log = logging.getLogger("serving.engine")
 
 # Accelerator errors in a row (no success in between) after which the device is presumed broken even though
-# recover() said it was usable: one OOM is the request's fault, a run of them means the pod needs a restart.
+# recover() said it was usable. Out-of-memory errors never count: they are the request's fault (its size), and
+# counting them would let any key holder restart pods with three large requests.
 MAX_CONSECUTIVE_ACCELERATOR_ERRORS = 3
+RETRY_ELSEWHERE = {"Retry-After": "1"}
+
+
+def request_cost(params: GenerationParams) -> int:
+    """Work (and activation memory) of a request in pixel-steps; classifier-free guidance doubles the batch."""
+    guidance = 2 if params.guidance_scale > 1.0 else 1  # diffusers runs the unconditional pass only above 1
+    return params.width * params.height * params.steps * params.n * guidance
 
 
 @dataclass(frozen=True)
@@ -43,6 +56,9 @@ class Engine:
         self.running = 0
         self.waiting = 0
         self.draining = False
+        self.closed = False
+        # 0 = no limit; the server sets it once the model's defaults are known (--max-request-cost).
+        self.max_cost = 0
         self.images_generated = 0
         self._free = max_concurrency
         self._waiters: deque[asyncio.Future] = deque()
@@ -55,6 +71,8 @@ class Engine:
         # ``on_failed`` tells the server, which turns /healthz and /readyz 503 so Kubernetes replaces the pod.
         self.failed: str | None = None
         self.on_failed: Callable[[str], None] | None = None
+        # Called with the seconds a request waited for a slot (whether it then ran or left the queue).
+        self.on_queue_wait: Callable[[float], None] | None = None
         self._accelerator_errors = 0
         self._health_lock = threading.Lock()
 
@@ -73,7 +91,7 @@ class Engine:
     # -- slots ---------------------------------------------------------------------------------------------
     def _release(self) -> None:
         self.running -= 1
-        while self._waiters:
+        while self._waiters and not self.closed:
             waiter = self._waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)
@@ -97,7 +115,7 @@ class Engine:
         try:
             await asyncio.wait_for(waiter, timeout)
         except BaseException:
-            if waiter.done() and not waiter.cancelled():
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
                 self._release()  # the slot arrived just as we gave up: hand it on
             else:
                 waiter.cancel()
@@ -115,7 +133,7 @@ class Engine:
         bounds them, and they queue in the same FIFO as REST requests (served in arrival order).
         """
         if self.draining:
-            raise Unavailable("server is shutting down; retry on another endpoint", headers={"Retry-After": "1"})
+            raise Unavailable("server is shutting down; retry on another endpoint", headers=RETRY_ELSEWHERE)
         if self.backend is None:
             raise Unavailable("model is still loading; retry shortly", headers={"Retry-After": "5"})
         if self.failed is not None:
@@ -123,6 +141,12 @@ class Engine:
             raise Unavailable("the accelerator on this server is unusable; retry on another endpoint",
                               headers={"Retry-After": "1"})
         self.backend.check(params)
+        cost = request_cost(params)
+        if self.max_cost and cost > self.max_cost:
+            raise InvalidRequest(
+                f"request cost {cost} (width x height x num_inference_steps x n, x2 with guidance_scale > 1) exceeds "
+                f"this server's --max-request-cost {self.max_cost}; use fewer steps, images or pixels"
+            )
         if not queue_exempt and self.running + self.waiting >= self.max_concurrency + self.max_queue:
             raise QueueFull(
                 f"server is at capacity ({self.max_concurrency} running, {self.max_queue} queued); retry later",
@@ -135,6 +159,12 @@ class Engine:
             await self._acquire(self.request_timeout)
         except TimeoutError:
             raise self._timeout() from None
+        finally:
+            if self.on_queue_wait is not None:
+                self.on_queue_wait(time.perf_counter() - enqueued)
+        if self.closed:  # the slot came free in the same tick as the drain deadline: start nothing
+            self._release()
+            raise self._not_started()
         queue_ms = (time.perf_counter() - enqueued) * 1000
         cancel = threading.Event()
         self._cancels.add(cancel)
@@ -153,7 +183,7 @@ class Engine:
         except GenerationCancelled:
             # Only the drain deadline cancels a generation whose caller is still waiting.
             raise Unavailable("server shut down before this generation finished; retry on another endpoint",
-                              headers={"Retry-After": "1"}) from None
+                              headers=RETRY_ELSEWHERE) from None
         finally:
             if not release_later:
                 self._cancels.discard(cancel)
@@ -161,6 +191,10 @@ class Engine:
         self.images_generated += len(images)
         self._mean_s = 0.8 * self._mean_s + 0.2 * seconds
         return GenerationResult(images=images, inference_ms=seconds * 1000, queue_ms=queue_ms)
+
+    @staticmethod
+    def _not_started() -> Unavailable:
+        return Unavailable("server shut down before this request started; retry on another endpoint", headers=RETRY_ELSEWHERE)
 
     def _timeout(self) -> GenerationTimeout:
         return GenerationTimeout(f"generation did not finish within --request-timeout ({self.request_timeout:g} s)")
@@ -179,25 +213,27 @@ class Engine:
         except GenerationCancelled:
             raise
         except Exception as exc:
+            if self.backend.is_out_of_memory(exc):
+                log.warning("out of memory", extra={"fields": {"error": repr(exc)[:300], "cost": request_cost(params)}})
+                if not self._recover():
+                    self._mark_failed("the accelerator is unusable after an out-of-memory error (recovery probe failed)", exc, 0)
+                raise Unavailable(
+                    "the accelerator ran out of memory for this request; retry with fewer pixels, steps or images",
+                    headers=RETRY_ELSEWHERE,
+                ) from exc
             if self.backend.is_accelerator_error(exc):
                 log.error("accelerator error", extra={"fields": {"error": repr(exc)[:500]}})
                 self._accelerator_error(exc)
-                raise Unavailable(
-                    "the accelerator failed this request (e.g. out of memory); retry, possibly with a smaller size",
-                    headers={"Retry-After": "1"},
-                ) from exc
+                raise Unavailable("the accelerator failed this request; retry on another endpoint",
+                                  headers=RETRY_ELSEWHERE) from exc
             raise
         with self._health_lock:
-            self._accelerator_errors = 0  # the device works: earlier errors were transient (e.g. one OOM)
+            self._accelerator_errors = 0  # the device works: earlier accelerator errors were transient
         return images, time.perf_counter() - started
 
     def _accelerator_error(self, exc: BaseException) -> None:
         """Recover after an accelerator error; mark the engine failed if the device is unusable or keeps failing."""
-        try:
-            usable = self.backend.recover()
-        except Exception:  # noqa: BLE001 - a recover() that itself crashes proves the device unusable
-            log.exception("accelerator recovery raised")
-            usable = False
+        usable = self._recover()
         with self._health_lock:
             self._accelerator_errors += 1
             count = self._accelerator_errors
@@ -209,6 +245,19 @@ class Engine:
                 reason = f"{count} consecutive accelerator errors"
             else:
                 return
+        self._mark_failed(reason, exc, count)
+
+    def _recover(self) -> bool:
+        try:
+            return self.backend.recover()
+        except Exception:  # noqa: BLE001 - a recover() that itself crashes proves the device unusable
+            log.exception("accelerator recovery raised")
+            return False
+
+    def _mark_failed(self, reason: str, exc: BaseException, count: int) -> None:
+        with self._health_lock:
+            if self.failed is not None:
+                return
             self.failed = reason
         # Logged once: later requests are refused before they reach the device.
         log.error("accelerator failed; marking the server unhealthy so it is restarted",
@@ -218,7 +267,7 @@ class Engine:
 
     # -- lifecycle -----------------------------------------------------------------------------------------
     async def drain(self, timeout: float) -> bool:
-        """Refuse new work and wait for admitted requests; True when everything finished in time."""
+        """Refuse new work and wait for admitted requests; at the deadline close(). True when all finished."""
         self.draining = True
         self._idle = asyncio.Event()
         self._notify_idle()
@@ -226,8 +275,29 @@ class Engine:
             await asyncio.wait_for(self._idle.wait(), timeout)
             return True
         except TimeoutError:
-            for cancel in list(self._cancels):
-                cancel.set()
+            self.close()
+            return False
+
+    def close(self) -> None:
+        """No generation starts from now on: queued requests get 503 now, running ones at their next step."""
+        self.closed = True
+        self.draining = True
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(self._not_started())
+        for cancel in list(self._cancels):
+            cancel.set()
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """Wait until no request is queued or running (aborted generations stop at their next step)."""
+        if self._idle is None:
+            self._idle = asyncio.Event()
+        self._notify_idle()
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+            return True
+        except TimeoutError:
             return False
 
     def shutdown(self) -> None:

@@ -65,9 +65,12 @@ def load_pipeline(model: str, device: str, dtype: str = "auto"):
     from transformers.utils import logging as transformers_logging
 
     imported = time.perf_counter()
+    from serving.logconfig import adopt_library_logging
+
     # Progress bars are not JSON log lines; the server logs load timings itself.
     diffusers_logging.disable_progress_bar()
     transformers_logging.disable_progress_bar()
+    adopt_library_logging()
     torch_dtype = getattr(torch, resolve_dtype(device, dtype))
     device_init_s = wait_device(device)
     waited = time.perf_counter()

@@ -1,16 +1,31 @@
-"""Structured logs: one JSON object per line on stderr."""
+"""Structured logs: stdout and stderr carry only JSON objects, one per line.
+
+Our records go through JsonFormatter. Library output is brought into the same shape three ways: the transformers
+and diffusers loggers drop their own stream handlers and propagate to ours (adopt_library_logging, called once
+they are imported), Python warnings become log records (logging.captureWarnings), and anything still printed
+to sys.stdout/sys.stderr (progress bars, print calls) is wrapped into a JSON line by JsonLineStream. Prompt text
+reaches the logs only with --log-prompts: diffusers' "input was truncated" warning quotes the prompt's tail.
+"""
 from __future__ import annotations
 
+import io
 import json
 import logging
 import sys
 import time
 
+# diffusers' text-encoder truncation warning ends with the part of the prompt that was cut off.
+_PROMPT_QUOTING = ("was truncated because",)
+
+
+def _timestamp(created: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + f".{int(created % 1 * 1000):03d}Z"
+
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "ts": _timestamp(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
@@ -21,9 +36,61 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 
-def configure_logging(level: str = "info") -> None:
-    handler = logging.StreamHandler(sys.stderr)
+class PromptRedaction(logging.Filter):
+    """Drop the prompt text that library warnings quote, unless prompts may be logged."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        for marker in _PROMPT_QUOTING:
+            if marker in message:
+                head = message.split(":", 1)[0] if ":" in message else message
+                record.msg, record.args = head + " (prompt text omitted; --log-prompts shows it)", None
+        return True
+
+
+class JsonLineStream(io.TextIOBase):
+    """A text stream that passes JSON lines through and wraps every other line as a JSON log entry."""
+
+    def __init__(self, target, name: str):
+        self._target = target
+        self._name = name
+        self._buffer = ""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self._buffer += text.replace("\r", "\n")  # progress bars redraw with \r
+        while "\n" in self._buffer:
+            line, self._buffer = self._buffer.split("\n", 1)
+            self._emit(line)
+        return len(text)
+
+    def _emit(self, line: str) -> None:
+        if not line.strip():
+            return
+        if not line.startswith("{"):
+            line = json_line("warning", self._name, line)
+        self._target.write(line + "\n")
+        self._target.flush()
+
+    def flush(self) -> None:
+        self._target.flush()
+
+    def fileno(self) -> int:
+        return self._target.fileno()
+
+    def isatty(self) -> bool:
+        return False
+
+
+def configure_logging(level: str = "info", log_prompts: bool = False) -> None:
+    stderr = sys.stderr._target if isinstance(sys.stderr, JsonLineStream) else sys.stderr
+    stdout = sys.stdout._target if isinstance(sys.stdout, JsonLineStream) else sys.stdout
+    handler = logging.StreamHandler(stderr)
     handler.setFormatter(JsonFormatter())
+    if not log_prompts:
+        handler.addFilter(PromptRedaction())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
@@ -34,3 +101,21 @@ def configure_logging(level: str = "info") -> None:
         logger.handlers[:] = []
         logger.propagate = True
     logging.getLogger("uvicorn.access").disabled = True
+    logging.captureWarnings(True)
+    sys.stderr = JsonLineStream(stderr, "stderr")
+    sys.stdout = JsonLineStream(stdout, "stdout")
+
+
+def json_line(level: str, logger: str, message: str) -> str:
+    """One log line in the JSON shape, for messages written before (or without) the logging setup."""
+    return json.dumps({"ts": _timestamp(time.time()), "level": level, "logger": logger, "msg": message}, ensure_ascii=False)
+
+
+def adopt_library_logging() -> None:
+    """Route transformers' and diffusers' loggers through the JSON handler (call after importing them)."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    for library in (transformers_logging, diffusers_logging):
+        library.disable_default_handler()
+        library.enable_propagation()

@@ -3,7 +3,15 @@ from __future__ import annotations
 
 from typing import Callable
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -21,16 +29,24 @@ class Metrics:
         self.requests = Counter(
             "edge_diffusion_requests", "HTTP requests by route and status code", ("route", "status"), registry=self.registry
         )
+        # Every response is counted and timed under its route's name and status, errors and 499s (client gone)
+        # included, so a latency regression hidden behind fast 4xx/5xx answers shows up.
         self.latency = Histogram(
             "edge_diffusion_request_duration_seconds",
-            "End-to-end latency of generation requests",
-            ("route",),
+            "Latency of HTTP requests by route and status code, from headers received to response sent",
+            ("route", "status"),
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
         self.inference = Histogram(
             "edge_diffusion_inference_seconds", "Time spent in the pipeline per request", buckets=LATENCY_BUCKETS, registry=self.registry
         )
+        self.queue_wait = Histogram(
+            "edge_diffusion_queue_wait_seconds", "Time admitted requests waited for a generation slot",
+            buckets=(0.001,) + LATENCY_BUCKETS, registry=self.registry,
+        )
+        # process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds, ... (Linux /proc).
+        ProcessCollector(registry=self.registry)
         self.images = Counter("edge_diffusion_images_generated", "Images generated", registry=self.registry)
         self._state = engine_state
         Gauge("edge_diffusion_queue_depth", "Requests waiting for a slot", registry=self.registry).set_function(

@@ -1,8 +1,10 @@
 """Process lifecycle: listen at once, load -> warm up -> ready, and drain on SIGTERM.
 
 Both ports come up before the model loads so liveness answers during a long load while readiness stays 503.
-On SIGTERM readiness turns 503 immediately, new generation requests get 503, admitted ones finish, and the
-process exits 0 within --drain-timeout.
+On SIGTERM readiness turns 503 immediately and new generation requests get 503. Admitted requests (running or
+queued) finish if they can before the generation deadline (--drain-timeout minus a margin); at it, queued
+ones get 503 without starting and running ones are aborted with 503. Responses still being sent (slow
+readers) get the rest of --drain-timeout; then the process exits 0, within --drain-timeout + 1 s.
 """
 from __future__ import annotations
 
@@ -16,15 +18,20 @@ from typing import Any, Callable
 
 import uvicorn
 
-from serving.engine import Engine
+from serving.backends.base import GenerationParams
+from serving.connections import bounded_h11
+from serving.engine import Engine, request_cost
 from serving.metrics import Metrics
-from serving.settings import Settings
+from serving.settings import Settings, SettingsError
 from serving.state import ServerState
 
 log = logging.getLogger("serving.server")
 
-# Seconds reserved at the end of --drain-timeout for closing connections and exiting.
+# Seconds of --drain-timeout reserved after the generation deadline, for the 503s of aborted requests and for
+# responses still being sent.
 SHUTDOWN_MARGIN_S = 1.5
+# Seconds reserved at the very end for uvicorn to close connections and the process to exit.
+EXIT_MARGIN_S = 0.3
 
 
 class _Server(uvicorn.Server):
@@ -49,12 +56,17 @@ def build_state(settings: Settings, api_key: str | None = None) -> ServerState:
     state.streams = StreamHub(settings, engine, registry)
     state.metrics = Metrics(lambda: state.streams.load_snapshot(engine.load_snapshot()), lambda: state.ready,
                             registry=registry)
+    engine.on_queue_wait = state.metrics.queue_wait.observe
     if settings.inventory_service:
-        from serving.inventory import KubernetesInventory
+        from serving.inventory import InventoryError, KubernetesInventory
 
-        state.inventory = KubernetesInventory(settings.inventory_service, settings.inventory_namespace, settings.inventory_node_port,
-                                              scheme="https" if settings.tls_cert_file else "http",
-                                              node_domain=settings.inventory_node_domain)
+        try:
+            state.inventory = KubernetesInventory(settings.inventory_service, settings.inventory_namespace,
+                                                  settings.inventory_node_port,
+                                                  scheme="https" if settings.tls_cert_file else "http",
+                                                  node_domain=settings.inventory_node_domain)
+        except (InventoryError, ValueError) as exc:
+            raise SettingsError(f"--inventory-service {settings.inventory_service!r}: {exc}") from None
     return state
 
 
@@ -83,10 +95,11 @@ async def load_model(state: ServerState, create_backend: Callable | None = None)
     backend = await _in_daemon_thread(lambda: create_backend(settings))
     loaded = time.perf_counter()
     state.engine.backend = backend
+    state.engine.max_cost = settings.max_request_cost or default_max_cost(settings, backend.defaults)
     state.defaults = backend.defaults
     state.device = backend.name
     log.info("model loaded", extra={"fields": {"device": backend.name, "load_s": round(loaded - started, 3),
-                                                "defaults": backend.defaults.__dict__}})
+                                                "defaults": backend.defaults.__dict__, "max_request_cost": state.engine.max_cost}})
     if state.phase == "draining":
         return
     # The stream's runner (and its tiny autoencoder) loads with the model, so a bad --stream-vae fails the start.
@@ -101,34 +114,63 @@ async def load_model(state: ServerState, create_backend: Callable | None = None)
         log.info("ready", extra={"fields": {"startup_s": round(time.perf_counter() - started, 3)}})
 
 
-async def serve(settings: Settings, api_key: str | None = None, tls: Any = None) -> int:
-    """Run until SIGTERM/SIGINT (exit 0) or a failed model load (exit 1); ``tls`` (serving.tls.ServerTLS) makes
-    the public port HTTPS-only."""
-    state = build_state(settings, api_key)
-    state.tls = tls
+def default_max_cost(settings: Settings, defaults) -> int:
+    """The cost of the largest request at the model's default size and steps: --max-images images, with guidance."""
+    largest = GenerationParams(prompt="", width=defaults.width, height=defaults.height, steps=defaults.steps,
+                               guidance_scale=max(defaults.guidance_scale, 2.0), seed=0, n=settings.max_images)
+    return request_cost(largest)
+
+
+async def responses_sent(server: uvicorn.Server, state: ServerState, timeout: float) -> bool:
+    """Wait until no request is in the app and every connection's write buffer is empty (slow readers done)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        pending = sum(c.transport.get_write_buffer_size() for c in list(server.server_state.connections)
+                      if c.transport is not None and not c.transport.is_closing())
+        if state.http_active == 0 and pending == 0:
+            return True
+        if loop.time() >= deadline:
+            return False
+        await asyncio.sleep(0.02)
+
+
+async def serve(state: ServerState) -> int:
+    """Run until SIGTERM/SIGINT (exit 0) or a failed model load (exit 1); ``state.tls`` (serving.tls.ServerTLS)
+    makes the public port HTTPS-only."""
+    settings = state.settings
+    tls = state.tls
     from serving.api import create_app
 
-    common = dict(log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=SHUTDOWN_MARGIN_S,
-                  server_header=False, date_header=False)
+    common = dict(log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=EXIT_MARGIN_S,
+                  server_header=False, date_header=False, timeout_keep_alive=settings.keepalive_timeout)
     public_tls = {} if tls is None else {"ssl_context_factory": lambda _config, _default: tls.front}
     # Room over --max-frame-bytes so an oversized frame gets the stream's error message rather than a 1009 close.
     public = _Server(uvicorn.Config(create_app(state), host=settings.host, port=settings.port,
+                                    http=bounded_h11(settings.header_timeout, settings.max_connections),
                                     ws_max_size=settings.max_frame_bytes + 64 * 1024,
                                     # Frames are JPEG/PNG/WebP already: deflate would spend CPU and latency on nothing.
                                     ws_per_message_deflate=False, **common, **public_tls))
-    private = _Server(uvicorn.Config(state.metrics.app(), host=settings.host, port=settings.metrics_port, **common))
+    private = _Server(uvicorn.Config(state.metrics.app(), host=settings.metrics_host or settings.host,
+                                     port=settings.metrics_port, **common))
     stop = asyncio.Event()
     exit_code = 0
 
     async def drain_and_stop(reason: str) -> None:
         state.set_phase("draining")
+        end = loop.time() + settings.drain_timeout - EXIT_MARGIN_S
         budget = max(0.0, settings.drain_timeout - SHUTDOWN_MARGIN_S)
         log.info("draining", extra={"fields": {"reason": reason, "in_flight": state.engine.running,
                                                "queue_depth": state.engine.waiting, "budget_s": budget}})
         finished, _ = await asyncio.gather(state.engine.drain(budget), state.streams.drain(budget))
         if not finished:
-            log.warning("drain timeout: aborting unfinished generations",
+            log.warning("drain deadline: queued requests refused, running generations aborted",
                         extra={"fields": {"in_flight": state.engine.running, "queue_depth": state.engine.waiting}})
+            # Aborted generations stop at their next step and answer 503; no new one can start.
+            await state.engine.wait_idle(max(0.0, end - loop.time()))
+        if not await responses_sent(public, state, max(0.0, end - loop.time())):
+            log.warning("drain timeout: closing connections with responses still being sent",
+                        extra={"fields": {"requests": state.http_active}})
         stop.set()
 
     loop = asyncio.get_running_loop()

@@ -22,6 +22,7 @@ class Settings:
     device: str = "auto"
     host: str = "0.0.0.0"
     port: int = 8080
+    metrics_host: str | None = None
     metrics_port: int = 9090
     api_key_file: str | None = None
     api_key_secret_arn: str | None = None
@@ -29,6 +30,10 @@ class Settings:
     max_concurrency: int = 1
     request_timeout: float = 30.0
     drain_timeout: float = 30.0
+    header_timeout: float = 10.0
+    keepalive_timeout: float = 5.0
+    max_connections: int = 1024
+    max_request_cost: int = 0
     skip_warmup: bool = False
     log_prompts: bool = False
     dtype: str = "auto"
@@ -125,9 +130,15 @@ def _validate(s: Settings) -> None:
         fail("max_queue", f"must be >= 0, got {s.max_queue}")
     if s.max_concurrency < 1:
         fail("max_concurrency", f"must be >= 1, got {s.max_concurrency}")
-    for name in ("request_timeout", "drain_timeout"):
+    for name in ("request_timeout", "drain_timeout", "header_timeout", "keepalive_timeout"):
         if not getattr(s, name) > 0:
             fail(name, f"must be a positive number of seconds, got {getattr(s, name)}")
+    if s.max_connections < 1:
+        fail("max_connections", f"must be >= 1, got {s.max_connections}")
+    if s.max_request_cost < 0:
+        fail("max_request_cost", f"must be >= 0 (0 = the cost of the largest default-size request), got {s.max_request_cost}")
+    if s.metrics_host is not None and not s.metrics_host.strip():
+        fail("metrics_host", "must be an address to bind (e.g. 127.0.0.1 or 0.0.0.0), or unset to use --host")
     if s.deepcache_interval < 0:
         fail("deepcache_interval", f"must be >= 0 (0 disables it), got {s.deepcache_interval}")
     if s.api_key_file and s.api_key_secret_arn:
@@ -185,6 +196,7 @@ _HELP = {
     "model": "local diffusers directory (or compiled Neuron directory for --device neuron)",
     "device": "accelerator; auto picks neuron, then cuda, then cpu",
     "host": "bind address of the public port",
+    "metrics_host": "bind address of the metrics port (default: --host)",
     "port": "public HTTP port",
     "metrics_port": "Prometheus /metrics and JSON /load port (never expose it publicly)",
     "api_key_file": "file holding the bearer key clients must send",
@@ -192,9 +204,14 @@ _HELP = {
     "max_queue": "requests that may wait beyond the running ones; more get 429",
     "max_concurrency": "generations running at once",
     "request_timeout": "seconds until a request gets 504 and its generation is aborted",
-    "drain_timeout": "seconds SIGTERM waits for in-flight requests before exiting",
+    "drain_timeout": "seconds SIGTERM waits for admitted requests and responses being sent; exit follows within 1 s",
+    "header_timeout": "seconds a connection may take to send complete request headers before it is closed",
+    "keepalive_timeout": "seconds an idle keep-alive connection stays open",
+    "max_connections": "open connections on the public port; more are answered 503 and closed at once",
+    "max_request_cost": "largest width x height x steps x images (x2 with guidance) accepted; 0 = the largest "
+                        "default-size request (model default size and steps, --max-images images)",
     "skip_warmup": "report ready without the warm-up generation (cold-start benchmarks)",
-    "log_prompts": "include prompts in request logs",
+    "log_prompts": "include prompt text in the logs (request lines and library warnings); off by default",
     "dtype": "weights dtype; auto is float16 on cuda, float32 on cpu",
     "compile": "cuda: torch.compile the UNet and VAE",
     "cuda_graphs": "cuda: capture CUDA graphs (few-step models)",

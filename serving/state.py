@@ -23,6 +23,8 @@ class ServerState:
     defaults: ModelDefaults | None = None
     device: str | None = None
     phase: str = "loading"
+    # Requests inside the public app (a response may still be being written); drain waits for them.
+    http_active: int = 0
     api_key_bytes: bytes | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:

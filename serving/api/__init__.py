@@ -48,5 +48,5 @@ def create_app(state: ServerState) -> FastAPI:
     add_stream_routes(app, state)
     # check_dir=False: the directory may be added after the app is built (and is absent in slim images).
     app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")
-    app.add_middleware(GatewayMiddleware, state=state)
+    app.add_middleware(GatewayMiddleware, state=state, routes=app.router.routes)
     return app

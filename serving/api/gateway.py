@@ -1,12 +1,15 @@
-"""ASGI middleware in front of every route: request id, bearer auth, the body limit, one JSON log line and
-the request metrics per request.
+"""ASGI middleware in front of every route: request id, bearer auth, the body limit, client-disconnect
+cancellation, one JSON log line and the request metrics per request.
 
 Pure ASGI (no BaseHTTPMiddleware) to keep the per-request overhead in the tens of microseconds.
 """
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 import logging
+import re
 import time
 import uuid
 from typing import Any
@@ -15,30 +18,50 @@ from serving.api.responses import json_error
 from serving.state import ServerState
 
 MAX_BODY_BYTES = 1024 * 1024
+# An oversized body is read and discarded up to this much (and this long) before the 413 goes out: a client
+# that writes its whole body before reading (urllib, many mobile HTTP stacks) would otherwise see a connection
+# reset, because closing a socket with unread input makes the kernel send RST, which discards the 413.
+DISCARD_LIMIT_BYTES = 16 * 1024 * 1024
+DISCARD_LIMIT_S = 5.0
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/"})
+REQUEST_ID = re.compile(rb"[A-Za-z0-9._-]{1,64}")
+# nginx's "client closed request": logged and counted when the client went away before its response was sent.
+CLIENT_GONE = 499
 
 access_log = logging.getLogger("serving.access")
 log = logging.getLogger("serving.api")
 
 
 class GatewayMiddleware:
-    def __init__(self, app, state: ServerState):
+    def __init__(self, app, state: ServerState, routes: list):
         self.app = app
         self.state = state
+        self._routes = routes  # the app's route list, read once it is complete (at the first request)
+        self._labels: dict[str, str] | None = None
 
-    def _authorized(self, scope) -> bool:
+    def route_label(self, path: str) -> str:
+        """The metrics label of a path: its route's name, so the label set stays bounded whatever clients send."""
+        if self._labels is None:
+            self._labels = {r.path: r.name for r in self._routes if getattr(r, "path", None) and getattr(r, "name", None)}
+        if path in self._labels:
+            return self._labels[path]
+        return "static" if path.startswith("/static/") else "other"
+
+    def _check_auth(self, scope, authorization: list[bytes]):
+        """None when the request may proceed, else the error response (400 for an ambiguous header, 401)."""
+        if len(authorization) > 1:
+            return json_error(400, "send exactly one Authorization header", "invalid_request_error", param="Authorization")
         key = self.state.api_key_bytes
-        if key is None:
-            return True
         path = scope["path"]
-        if path in PUBLIC_PATHS or path.startswith("/static/"):
-            return True
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                scheme, _, token = value.partition(b" ")
-                # compare_digest runs in time independent of where the first difference is.
-                return scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), key)
-        return False
+        if key is None or path in PUBLIC_PATHS or path.startswith("/static/"):
+            return None
+        if authorization:
+            scheme, _, token = authorization[0].partition(b" ")
+            # compare_digest runs in time independent of where the first difference is.
+            if scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), key):
+                return None
+        return json_error(401, "missing or invalid API key: send 'Authorization: Bearer <key>'", "authentication_error",
+                          headers={"WWW-Authenticate": 'Bearer realm="edge-diffusion"'})
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -47,15 +70,19 @@ class GatewayMiddleware:
         started = time.perf_counter()
         request_id = None
         content_length = None
+        authorization: list[bytes] = []
         for name, value in scope["headers"]:
-            if name == b"x-request-id" and 0 < len(value) <= 128 and value.isascii():
+            if name == b"x-request-id" and REQUEST_ID.fullmatch(value):
                 request_id = value.decode()
             elif name == b"content-length":
                 content_length = value
+            elif name == b"authorization":
+                authorization.append(value)
+        # An id that is not a plain token (control characters, spaces, over 64 bytes) is replaced, never echoed.
         request_id = request_id or uuid.uuid4().hex
         log_fields: dict[str, Any] = {}
         scope.setdefault("state", {})["log_fields"] = log_fields
-        info = {"status": 500, "bytes": 0, "started": False}
+        info = {"status": 500, "bytes": 0, "started": False, "complete": False}
 
         async def send_wrapper(message):
             if message["type"] == "http.response.start":
@@ -64,32 +91,32 @@ class GatewayMiddleware:
                 message["headers"] = list(message.get("headers", [])) + [(b"x-request-id", request_id.encode())]
             elif message["type"] == "http.response.body":
                 info["bytes"] += len(message.get("body", b""))
+                info["complete"] = not message.get("more_body", False)
             await send(message)
 
+        self.state.http_active += 1
         try:
-            if not self._authorized(scope):
-                response = json_error(
-                    401, "missing or invalid API key: send 'Authorization: Bearer <key>'", "authentication_error",
-                    headers={"WWW-Authenticate": 'Bearer realm="edge-diffusion"'},
-                )
-                await response(scope, receive, send_wrapper)
+            refusal = self._check_auth(scope, authorization)
+            if refusal is not None:
+                await refusal(scope, receive, send_wrapper)
                 return
             if scope["method"] in ("POST", "PUT", "PATCH"):
-                too_large = json_error(413, f"request body exceeds {MAX_BODY_BYTES} bytes (1 MiB)", "request_too_large")
                 # bytes.isdigit() is ASCII-only, so this also rejects signs ("-1"), spaces and empty values.
                 if content_length is not None and not content_length.isdigit():
                     bad = json_error(400, "Content-Length header must be a non-negative integer", "invalid_request_error",
                                      param="Content-Length")
                     await bad(scope, receive, send_wrapper)
                     return
-                if content_length is not None and int(content_length) > MAX_BODY_BYTES:
-                    await too_large(scope, receive, send_wrapper)
-                    return
-                body, ok = await self._read_body(receive)
+                body, ok = await self._read_body(receive, content_length)
                 if not ok:
+                    too_large = json_error(413, f"request body exceeds {MAX_BODY_BYTES} bytes (1 MiB)", "request_too_large")
                     await too_large(scope, receive, send_wrapper)
                     return
-                receive = _replay(body, receive)
+                if body is None:  # the client left while sending its body
+                    info["status"] = CLIENT_GONE
+                    return
+                await self._run_until_disconnect(scope, body, receive, send_wrapper, info)
+                return
             await self.app(scope, receive, send_wrapper)
         except Exception:
             # Handled here rather than by an app-level Exception handler: Starlette runs that one in its outermost
@@ -102,18 +129,75 @@ class GatewayMiddleware:
             response = json_error(500, "internal error; the request id is in the X-Request-ID header", "server_error")
             await response(scope, receive, send_wrapper)
         finally:
+            self.state.http_active -= 1
             self._record(scope, request_id, started, info, log_fields)
 
+    async def _run_until_disconnect(self, scope, body: bytes, receive, send, info: dict) -> None:
+        """Run the app with the buffered body; cancel it when the client disconnects before its response is sent.
+
+        Starlette does not cancel a handler whose client has gone, so without this a queued or running generation
+        would finish for nobody. Cancelling the handler task makes the engine drop the request from its queue or
+        abort the generation at its next denoising step.
+        """
+        watcher_done = asyncio.Event()
+        gone = False
+
+        async def watch() -> None:
+            nonlocal gone
+            try:
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        # uvicorn also answers disconnect once the response is complete; only before that is it
+                        # the client leaving.
+                        gone = not info["complete"]
+                        return
+            finally:
+                watcher_done.set()
+
+        sent = False
+
+        async def replay():
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            await watcher_done.wait()  # the watcher is the only reader of the connection
+            return {"type": "http.disconnect"}
+
+        handler = asyncio.ensure_future(self.app(scope, replay, send))
+        watcher = asyncio.ensure_future(watch())
+        try:
+            await asyncio.wait({handler, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            if not handler.done() and gone:
+                handler.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await handler
+                info["status"] = CLIENT_GONE
+                return
+            await handler
+            if gone and not info["complete"]:
+                info["status"] = CLIENT_GONE
+        finally:
+            watcher.cancel()
+            if not handler.done():  # this task itself was cancelled (server shutdown)
+                handler.cancel()
+
     @staticmethod
-    async def _read_body(receive) -> tuple[bytes, bool]:
+    async def _read_body(receive, content_length: bytes | None) -> tuple[bytes | None, bool]:
+        """(body, True); (None, True) when the client disconnected; (b"", False) when it is over the limit."""
+        declared = int(content_length) if content_length is not None else None
+        if declared is not None and declared > DISCARD_LIMIT_BYTES:
+            return b"", False  # not worth reading: answer at once (this client may see a reset)
         chunks, total = [], 0
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                return b"", True
+                return None, True
             chunk = message.get("body", b"")
             total += len(chunk)
-            if total > MAX_BODY_BYTES:
+            if total > MAX_BODY_BYTES or (declared is not None and declared > MAX_BODY_BYTES):
+                await _discard(receive, message, total)
                 return b"", False
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -121,16 +205,18 @@ class GatewayMiddleware:
 
     def _record(self, scope, request_id, started, info, fields) -> None:
         elapsed = time.perf_counter() - started
-        route = fields.pop("route", None)
+        fields.pop("route", None)
+        route = self.route_label(scope["path"])
+        status = str(info["status"])
         metrics = self.state.metrics
         if metrics is not None:
-            metrics.requests.labels(route or "other", str(info["status"])).inc()
-            if route in ("generate", "openai") and info["status"] == 200:
-                metrics.latency.labels(route).observe(elapsed)
+            metrics.requests.labels(route, status).inc()
+            metrics.latency.labels(route, status).observe(elapsed)
         entry = {
             "request_id": request_id,
             "method": scope["method"],
             "path": scope["path"],
+            "route": route,
             "status": info["status"],
             "latency_ms": round(elapsed * 1000, 2),
             "bytes": info["bytes"],
@@ -142,14 +228,12 @@ class GatewayMiddleware:
             access_log.info("request", extra={"fields": entry})
 
 
-def _replay(body: bytes, receive):
-    sent = False
-
-    async def replay():
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replay
+async def _discard(receive, message: dict, total: int) -> None:
+    """Read and drop the rest of an oversized body, bounded in bytes and time."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(DISCARD_LIMIT_S):
+            while message.get("more_body", False) and total <= DISCARD_LIMIT_BYTES:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return
+                total += len(message.get("body", b""))

@@ -138,6 +138,7 @@ def add_generation_routes(app: FastAPI, state: ServerState) -> None:
 
     @app.post(
         "/v1/images/generations",
+        name="openai",
         summary="OpenAI-compatible image generation",
         response_model=ImagesResponse,
         responses={200: {"headers": IMAGE_HEADERS}, **error_responses(400, 401, 413, 422, 429, 503, 504)},

@@ -36,6 +36,7 @@ def add_probe_routes(app: FastAPI, state: ServerState) -> None:
 
     @app.get(
         "/v1/endpoints",
+        name="endpoints",
         summary="Inference endpoints of this deployment (public node IP + NodePort), for devices to pick the nearest",
         response_model=list[Endpoint],
         # server_name and ca_spki_sha256 appear only on a TLS server.

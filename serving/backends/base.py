@@ -65,6 +65,14 @@ class Backend(abc.ABC):
     def is_accelerator_error(self, exc: BaseException) -> bool:
         return False
 
+    def is_out_of_memory(self, exc: BaseException) -> bool:
+        """Out of memory is the request's fault (too large), never evidence that the device is broken."""
+        # By class name: torch.OutOfMemoryError (= torch.cuda.OutOfMemoryError) without importing torch here.
+        if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+            return True
+        text = str(exc).lower()
+        return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
     def recover(self) -> bool:
         """Release what a failed generation left on the accelerator; False when the device is no longer usable.
 

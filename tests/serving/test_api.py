@@ -312,11 +312,31 @@ def _always_oom(monkeypatch, cpu_backend):
     monkeypatch.setattr(type(cpu_backend.pipe), "__call__", oom)
 
 
-def test_repeated_accelerator_errors_fail_liveness_and_readiness(cpu_backend, monkeypatch, caplog):
+def _always_device_fault(monkeypatch, cpu_backend):
+    def fault(self, *args, **kwargs):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(type(cpu_backend.pipe), "__call__", fault)
+    monkeypatch.setattr(cpu_backend, "is_accelerator_error", lambda exc: "CUDA error" in str(exc))
+
+
+def test_out_of_memory_never_fails_liveness(cpu_backend, monkeypatch):
     from serving.engine import MAX_CONSECUTIVE_ACCELERATOR_ERRORS
 
     state = make_state(cpu_backend)
     _always_oom(monkeypatch, cpu_backend)
+    with TestClient(create_app(state)) as c:
+        for _ in range(MAX_CONSECUTIVE_ACCELERATOR_ERRORS * 2):
+            assert "out of memory" in error_of(c.post("/generate", json={"prompt": "x"}), 503)["message"]
+        assert c.get("/healthz").status_code == 200 and c.get("/readyz").status_code == 200
+    assert state.phase == "ready"
+
+
+def test_repeated_accelerator_errors_fail_liveness_and_readiness(cpu_backend, monkeypatch, caplog):
+    from serving.engine import MAX_CONSECUTIVE_ACCELERATOR_ERRORS
+
+    state = make_state(cpu_backend)
+    _always_device_fault(monkeypatch, cpu_backend)
     with caplog.at_level(logging.INFO), TestClient(create_app(state)) as c:
         for i in range(MAX_CONSECUTIVE_ACCELERATOR_ERRORS):
             assert c.get("/healthz").status_code == 200, f"unhealthy after {i} errors"

@@ -15,6 +15,10 @@ from serving.modelconfig import ModelDefaults
 DEFAULTS = ModelDefaults(width=64, height=64, steps=4, guidance_scale=0.0)
 
 
+class DeviceFault(RuntimeError):
+    """An accelerator error that is not out-of-memory (e.g. a lost device)."""
+
+
 class StepBackend(Backend):
     """Runs `steps` ticks of `tick_s`, honouring cancel between ticks like the diffusers step callback."""
 
@@ -49,7 +53,7 @@ class StepBackend(Backend):
                 self.running -= 1
 
     def is_accelerator_error(self, exc):
-        return isinstance(exc, MemoryError)
+        return isinstance(exc, DeviceFault)
 
 
 def params(seed: int = 0, steps: int = 4, n: int = 1) -> GenerationParams:
@@ -128,7 +132,7 @@ def test_queued_request_times_out_without_running():
 
 
 def test_accelerator_error_is_503_and_the_engine_keeps_working():
-    backend = StepBackend(fail=MemoryError("out of memory"))
+    backend = StepBackend(fail=DeviceFault("device fault"))
     engine = Engine(backend, max_concurrency=1, max_queue=0, request_timeout=5)
     with pytest.raises(Unavailable, match="accelerator failed"):
         run(engine.generate(params()))
@@ -139,13 +143,13 @@ def test_accelerator_error_is_503_and_the_engine_keeps_working():
 def test_only_consecutive_accelerator_errors_mark_the_engine_failed():
     from serving.engine import MAX_CONSECUTIVE_ACCELERATOR_ERRORS
 
-    backend = StepBackend(fail=MemoryError("out of memory"))
+    backend = StepBackend(fail=DeviceFault("device fault"))
     engine = Engine(backend, max_concurrency=1, max_queue=0, request_timeout=5)
     reasons = []
     engine.on_failed = reasons.append
 
     def fail(times):
-        backend.fail = MemoryError("out of memory")
+        backend.fail = DeviceFault("device fault")
         for _ in range(times):
             with pytest.raises(Unavailable, match="accelerator failed"):
                 run(engine.generate(params()))
@@ -164,12 +168,53 @@ def test_only_consecutive_accelerator_errors_mark_the_engine_failed():
 
 
 def test_failed_recovery_marks_the_engine_failed_at_once():
-    backend = StepBackend(fail=MemoryError("out of memory"))
+    backend = StepBackend(fail=DeviceFault("device fault"))
     backend.recover = lambda: False
     engine = Engine(backend, max_concurrency=1, max_queue=0, request_timeout=5)
     with pytest.raises(Unavailable, match="accelerator failed"):
         run(engine.generate(params()))
     assert "probe failed" in engine.failed
+
+
+class OutOfMemoryError(RuntimeError):
+    """Named like torch.OutOfMemoryError, which the backends recognise by class name."""
+
+
+@pytest.mark.parametrize("oom", [MemoryError("out of memory"), OutOfMemoryError("CUDA out of memory. Tried to allocate"),
+                                 RuntimeError("DefaultCPUAllocator: can't allocate memory")])
+def test_out_of_memory_costs_only_its_request_and_never_marks_the_device_broken(oom):
+    from serving.engine import MAX_CONSECUTIVE_ACCELERATOR_ERRORS
+
+    backend = StepBackend(fail=oom)
+    engine = Engine(backend, max_concurrency=1, max_queue=0, request_timeout=5)
+    for _ in range(MAX_CONSECUTIVE_ACCELERATOR_ERRORS * 3):
+        with pytest.raises(Unavailable, match="out of memory"):
+            run(engine.generate(params()))
+    assert engine.failed is None
+    backend.fail = None
+    assert run(engine.generate(params(seed=4))).images == ["image-4-0"]
+    # ...unless the device does not come back from it.
+    backend.fail, backend.recover = oom, lambda: False
+    with pytest.raises(Unavailable, match="out of memory"):
+        run(engine.generate(params()))
+    assert "probe failed" in engine.failed
+
+
+def test_request_cost_over_the_limit_is_422_naming_the_limit_and_the_cost():
+    from serving.engine import request_cost
+
+    engine = Engine(StepBackend(), max_concurrency=1, max_queue=0, request_timeout=5)
+    engine.max_cost = 64 * 64 * 4 * 2
+    guided = GenerationParams("p", 64, 64, 4, 7.5, 0, n=1)
+    assert request_cost(guided) == engine.max_cost
+    assert run(engine.generate(guided)).images == ["image-0-0"]  # exactly at the limit
+    with pytest.raises(InvalidRequest) as err:
+        run(engine.generate(GenerationParams("p", 64, 64, 4, 7.5, 0, n=2)))
+    assert err.value.status == 422
+    assert str(engine.max_cost) in err.value.message and str(2 * engine.max_cost) in err.value.message
+    assert "--max-request-cost" in err.value.message
+    # Without guidance (scale <= 1 runs one pass) the same two images fit.
+    assert len(run(engine.generate(GenerationParams("p", 64, 64, 4, 1.0, 0, n=2))).images) == 2
 
 
 def test_other_errors_propagate_as_bugs():
@@ -216,6 +261,45 @@ def test_drain_timeout_cancels_running_generations():
 
     assert run(scenario()) is False
     assert backend.cancelled == [5]
+
+
+def test_drain_deadline_refuses_queued_requests_and_starts_nothing_after_it():
+    backend = StepBackend(tick_s=0.02)
+    engine = Engine(backend, max_concurrency=1, max_queue=4, request_timeout=30)
+
+    async def scenario():
+        tasks = [asyncio.create_task(engine.generate(params(seed=i, steps=1000))) for i in range(5)]
+        await asyncio.sleep(0.05)
+        drained = await engine.drain(0.1)
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        assert await engine.wait_idle(1)
+        return drained, results
+
+    drained, results = run(scenario())
+    assert drained is False
+    assert all(isinstance(r, Unavailable) and r.headers["Retry-After"] for r in results)
+    assert "before this generation finished" in results[0].message
+    assert all("before this request started" in r.message for r in results[1:])
+    assert backend.cancelled == [0] and backend.finished == []  # only the first ever ran
+    assert engine.running == 0 and engine.waiting == 0
+
+
+def test_cancelled_callers_leave_the_queue_and_abort_their_generation():
+    backend = StepBackend(tick_s=0.02)
+    engine = Engine(backend, max_concurrency=1, max_queue=4, request_timeout=30)
+
+    async def scenario():
+        tasks = [asyncio.create_task(engine.generate(params(seed=i, steps=1000))) for i in range(3)]
+        await asyncio.sleep(0.05)
+        assert (engine.running, engine.waiting) == (1, 2)
+        for task in tasks:
+            task.cancel()  # what the gateway does when the client disconnects
+        await asyncio.gather(*tasks, return_exceptions=True)
+        assert engine.waiting == 0
+        assert await engine.wait_idle(1)  # the running one stops at its next step
+
+    run(scenario())
+    assert backend.cancelled == [0] and backend.finished == []
 
 
 def test_fixed_shape_backends_reject_other_shapes_naming_the_field():

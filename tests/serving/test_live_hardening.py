@@ -1,0 +1,222 @@
+"""Hostile and mobile clients against the real server process: disconnects, drain deadlines, slow readers,
+idle sockets, oversized bodies. Each test reproduces one observed defect of issue 11."""
+from __future__ import annotations
+
+import base64
+import concurrent.futures
+import json
+import re
+import signal
+import socket
+import threading
+import time
+
+import httpx
+import pytest
+
+from tests.serving.conftest import LiveServer
+
+pytestmark = pytest.mark.slow
+
+KEY = "hardening-key-0123456789"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+SLOW = 4000  # tiny-model steps: ~30 s of CPU, far longer than any test waits
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("hardening")
+    (tmp / "key").write_text(KEY)
+    srv = LiveServer(tiny_model, tmp / "server.log", "--max-concurrency", "1", "--max-queue", "4",
+                     "--request-timeout", "60", "--max-steps", str(SLOW), "--max-request-cost", "1000000000", "--header-timeout", "1",
+                     "--keepalive-timeout", "1", "--max-connections", "40",
+                     env={"SERVING_API_KEY_FILE": str(tmp / "key")}).wait_ready()
+    yield srv
+    assert srv.stop() == 0, srv.log_text()
+
+
+def raw_post(srv, body: dict, path: str = "/generate", request_id: str | None = None, rcvbuf: int | None = None):
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if rcvbuf:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.connect(("127.0.0.1", srv.port))
+    data = json.dumps(body).encode()
+    head = (f"POST {path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nAuthorization: Bearer {KEY}\r\n"
+            f"Content-Length: {len(data)}\r\n" + (f"X-Request-ID: {request_id}\r\n" if request_id else "") + "\r\n")
+    sock.sendall(head.encode() + data)
+    return sock
+
+
+def load(srv) -> dict:
+    return httpx.get(srv.metrics_url + "/load", timeout=2).json()
+
+
+def wait_for_load(srv, in_flight: int, queue_depth: int, within: float) -> dict:
+    deadline = time.monotonic() + within
+    while True:
+        current = load(srv)
+        if current["in_flight"] == in_flight and current["queue_depth"] == queue_depth:
+            return current
+        assert time.monotonic() < deadline, f"load stayed {current}, expected {in_flight} running / {queue_depth} queued"
+        time.sleep(0.02)
+
+
+def entries_for(srv, prefix: str) -> list[dict]:
+    return [e for e in srv.log_entries() if str(e.get("request_id", "")).startswith(prefix) and e.get("msg") == "request"]
+
+
+def metric(srv, name: str, **labels) -> float:
+    text = httpx.get(srv.metrics_url + "/metrics", timeout=2).text
+    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    for line in text.splitlines():
+        if line.startswith(f"{name}{{{want}}} ") or (not labels and line.startswith(f"{name} ")):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+# -- 1. a client that disconnects cancels its work --------------------------------------------------------------
+def test_disconnected_clients_free_their_slots_and_are_logged_499(server):
+    before = metric(server, "edge_diffusion_requests_total", route="generate", status="499")
+    socks = [raw_post(server, {"prompt": f"gone {i}", "num_inference_steps": SLOW, "seed": i}, request_id=f"gone-{i}")
+             for i in range(5)]
+    wait_for_load(server, 1, 4, within=10)
+    time.sleep(0.5)
+    for sock in socks:
+        sock.close()
+    # Queued requests leave at once, the running one at its next denoising step.
+    wait_for_load(server, 0, 0, within=3)
+    assert httpx.post(server.url + "/generate", json={"prompt": "next"}, headers=AUTH, timeout=30).status_code == 200
+    deadline = time.monotonic() + 3
+    while len(entries_for(server, "gone-")) < 5 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sorted(e["status"] for e in entries_for(server, "gone-")) == [499] * 5
+    assert metric(server, "edge_diffusion_requests_total", route="generate", status="499") == before + 5
+
+
+# -- 5. idle and slow connections are bounded before auth -------------------------------------------------------
+def test_incomplete_headers_are_closed_after_the_header_timeout(server):
+    sock = socket.create_connection(("127.0.0.1", server.port))
+    sock.sendall(b"POST /generate HTTP/1.1\r\nHost: x\r\n")  # never finishes its headers
+    sock.settimeout(4)
+    started = time.monotonic()
+    try:
+        data = sock.recv(1024)
+    except ConnectionResetError:
+        data = b""
+    assert data == b"" or data.startswith(b"HTTP/1.1 408")
+    assert 0.8 < time.monotonic() - started < 3  # --header-timeout 1
+    sock.close()
+
+
+def test_idle_keepalive_connections_close_after_the_keepalive_timeout(server):
+    sock = socket.create_connection(("127.0.0.1", server.port))
+    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    sock.settimeout(4)
+    response = b""
+    while not response.endswith(b'{"status":"ok"}'):
+        response += sock.recv(4096)
+    assert response.startswith(b"HTTP/1.1 200")
+    started = time.monotonic()
+    assert sock.recv(1024) == b""  # closed by the server
+    assert time.monotonic() - started < 3  # --keepalive-timeout 1
+    sock.close()
+
+
+def test_connections_beyond_the_cap_are_refused_at_once(server):
+    idle = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(60)]  # --max-connections 40
+    try:
+        refused = 0
+        for sock in idle[40:]:
+            sock.settimeout(2)
+            try:
+                data = sock.recv(1024)
+            except (ConnectionResetError, TimeoutError):
+                data = None
+            refused += data is not None and (data == b"" or data.startswith(b"HTTP/1.1 503"))
+        assert refused == 20
+    finally:
+        for sock in idle:
+            sock.close()
+    time.sleep(0.3)
+    assert httpx.get(server.url + "/healthz", timeout=2).status_code == 200
+
+
+# -- 6. an oversized body gets a 413 the client can read ---------------------------------------------------------
+def test_client_that_writes_the_whole_body_first_reads_the_413(server):
+    import urllib.error
+    import urllib.request
+
+    body = b'{"prompt": "' + b"x" * (3 * 1024 * 1024) + b'"}'
+    request = urllib.request.Request(server.url + "/generate", data=body, method="POST",
+                                     headers={**AUTH, "Content-Type": "application/json"})
+    for _ in range(3):
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(request, timeout=10)
+        assert err.value.code == 413
+        assert json.loads(err.value.read())["error"]["type"] == "request_too_large"
+
+
+# -- 2. the drain deadline: 503 JSON for all, no generation after it, exit 0 in time --------------------------------
+def test_drain_deadline_answers_503_json_and_starts_nothing_after_it(tiny_model, tmp_path):
+    (tmp_path / "key").write_text(KEY)
+    srv = LiveServer(tiny_model, tmp_path / "server.log", "--max-concurrency", "1", "--max-queue", "4",
+                     "--request-timeout", "60", "--max-steps", str(SLOW), "--max-request-cost", "1000000000", "--drain-timeout", "4",
+                     env={"SERVING_API_KEY_FILE": str(tmp_path / "key")}).wait_ready()
+    try:
+        def one(i):
+            return httpx.post(srv.url + "/generate", json={"prompt": "queued", "num_inference_steps": SLOW, "seed": i},
+                              headers={**AUTH, "X-Request-ID": f"drain-{i}"}, timeout=30)
+
+        with concurrent.futures.ThreadPoolExecutor(5) as pool:
+            futures = [pool.submit(one, i) for i in range(5)]
+            wait_for_load(srv, 1, 4, within=10)
+            time.sleep(0.4)
+            signalled = time.monotonic()
+            srv.proc.send_signal(signal.SIGTERM)
+            responses = [f.result(timeout=30) for f in futures]
+        assert srv.proc.wait(timeout=10) == 0
+        exited = time.monotonic() - signalled
+        assert exited < 4 + 1 + 0.5, (exited, srv.log_text()[-3000:])  # drain timeout + 1 s (+ the test's own slack)
+        for r in responses:
+            assert r.status_code == 503, r.text
+            assert r.json()["error"]["type"] == "unavailable"
+            assert r.headers["x-request-id"].startswith("drain-") and int(r.headers["retry-after"]) >= 1
+        messages = [r.json()["error"]["message"] for r in responses]
+        # Exactly one generation ever ran (the one admitted first); the queued four never started.
+        assert sum("before this generation finished" in m for m in messages) == 1, messages
+        assert sum("before this request started" in m for m in messages) == 4, messages
+    finally:
+        srv.stop()
+
+
+# -- 3. drain waits for responses still being written ------------------------------------------------------------
+def test_drain_lets_a_slow_reader_finish_its_response(tiny_model, tmp_path):
+    (tmp_path / "key").write_text(KEY)
+    srv = LiveServer(tiny_model, tmp_path / "server.log", "--max-image-size", "512", "--max-images", "4", "--max-request-cost", "1000000000",
+                     "--drain-timeout", "12", env={"SERVING_API_KEY_FILE": str(tmp_path / "key")}).wait_ready()
+    try:
+        sock = raw_post(srv, {"prompt": "big", "n": 4, "size": "512x512", "num_inference_steps": 1,
+                              "guidance_scale": 0.0}, path="/v1/images/generations", rcvbuf=16384)
+        sock.settimeout(30)
+        received = bytearray(sock.recv(1))  # the response has started
+        signalled = time.monotonic()
+        srv.proc.send_signal(signal.SIGTERM)
+        exited: list[float] = []
+        waiter = threading.Thread(target=lambda: srv.proc.wait(30) is not None and exited.append(time.monotonic()))
+        waiter.start()
+        while True:  # ~600 KB/s: several seconds for the ~3.6 MB answer
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            received += chunk
+            time.sleep(0.1)
+        sock.close()
+        head, _, body = bytes(received).partition(b"\r\n\r\n")
+        length = int(re.search(rb"(?i)content-length: (\d+)", head).group(1))
+        assert length > 3_000_000 and len(body) == length, (len(body), length)
+        assert len(json.loads(body)["data"]) == 4 and base64.b64decode(json.loads(body)["data"][0]["b64_json"])
+        waiter.join(30)
+        assert srv.proc.returncode == 0
+        assert exited[0] - signalled < 12 + 1 + 0.5
+    finally:
+        srv.stop()
