@@ -37,7 +37,9 @@ RETRY_ELSEWHERE = {"Retry-After": "1"}
 def request_cost(params: GenerationParams) -> int:
     """Work (and activation memory) of a request in pixel-steps; classifier-free guidance doubles the batch."""
     guidance = 2 if params.guidance_scale > 1.0 else 1  # diffusers runs the unconditional pass only above 1
-    return params.width * params.height * params.steps * params.n * guidance
+    # Image-to-image denoises only the last strength x steps steps (diffusers' get_timesteps).
+    steps = params.steps if params.strength is None else max(1, int(params.steps * params.strength))
+    return params.width * params.height * steps * params.n * guidance
 
 
 @dataclass(frozen=True)
@@ -144,7 +146,7 @@ class Engine:
         cost = request_cost(params)
         if self.max_cost and cost > self.max_cost:
             raise InvalidRequest(
-                f"request cost {cost} (width x height x num_inference_steps x n, x2 with guidance_scale > 1) exceeds "
+                f"request cost {cost} (width x height x num_inference_steps (x strength) x n, x2 with guidance_scale > 1) exceeds "
                 f"this server's --max-request-cost {self.max_cost}; use fewer steps, images or pixels"
             )
         if not queue_exempt and self.running + self.waiting >= self.max_concurrency + self.max_queue:

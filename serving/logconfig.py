@@ -59,6 +59,10 @@ class JsonLineStream(io.TextIOBase):
     def writable(self) -> bool:
         return True
 
+    def _stream(self):
+        # A closed target (an in-process caller's captured stream, since replaced) falls back to the process's own.
+        return self._target if not getattr(self._target, "closed", False) else sys.__stderr__
+
     def write(self, text: str) -> int:
         self._buffer += text.replace("\r", "\n")  # progress bars redraw with \r
         while "\n" in self._buffer:
@@ -71,11 +75,12 @@ class JsonLineStream(io.TextIOBase):
             return
         if not line.startswith("{"):
             line = json_line("warning", self._name, line)
-        self._target.write(line + "\n")
-        self._target.flush()
+        stream = self._stream()
+        stream.write(line + "\n")
+        stream.flush()
 
     def flush(self) -> None:
-        self._target.flush()
+        self._stream().flush()
 
     def fileno(self) -> int:
         return self._target.fileno()
@@ -84,10 +89,23 @@ class JsonLineStream(io.TextIOBase):
         return False
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to the current real stderr, looked up per record (not the stream of the moment it was built)."""
+
+    @property
+    def stream(self):
+        current = sys.stderr
+        return current._stream() if isinstance(current, JsonLineStream) else current
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
 def configure_logging(level: str = "info", log_prompts: bool = False) -> None:
     stderr = sys.stderr._target if isinstance(sys.stderr, JsonLineStream) else sys.stderr
     stdout = sys.stdout._target if isinstance(sys.stdout, JsonLineStream) else sys.stdout
-    handler = logging.StreamHandler(stderr)
+    handler = _StderrHandler()
     handler.setFormatter(JsonFormatter())
     if not log_prompts:
         handler.addFilter(PromptRedaction())

@@ -67,6 +67,9 @@ class LiveServer:
         self.log_path = log_path
         cmd = [sys.executable, "-m", "serving", "serve", "--model", str(model), "--device", "cpu", "--host", "127.0.0.1",
                "--port", str(self.port), "--metrics-port", str(self.metrics_port), *args]
+        if "--max-request-cost" not in args:
+            # The default limit follows the model's defaults (tiny: 64x64, 2 steps), far below what tests ask for.
+            cmd += ["--max-request-cost", str(10**12)]
         # See cpu_backend: one OpenMP thread keeps tiny-model latency stable on a contended CI box.
         full_env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1", **(env or {})}
         self._log = open(log_path, "wb")

@@ -28,7 +28,7 @@ def server(tiny_model, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("hardening")
     (tmp / "key").write_text(KEY)
     srv = LiveServer(tiny_model, tmp / "server.log", "--max-concurrency", "1", "--max-queue", "4",
-                     "--request-timeout", "60", "--max-steps", str(SLOW), "--max-request-cost", "1000000000", "--header-timeout", "1",
+                     "--request-timeout", "60", "--max-steps", str(SLOW), "--header-timeout", "1",
                      "--keepalive-timeout", "1", "--max-connections", "40",
                      env={"SERVING_API_KEY_FILE": str(tmp / "key")}).wait_ready()
     yield srv
@@ -160,7 +160,7 @@ def test_client_that_writes_the_whole_body_first_reads_the_413(server):
 def test_drain_deadline_answers_503_json_and_starts_nothing_after_it(tiny_model, tmp_path):
     (tmp_path / "key").write_text(KEY)
     srv = LiveServer(tiny_model, tmp_path / "server.log", "--max-concurrency", "1", "--max-queue", "4",
-                     "--request-timeout", "60", "--max-steps", str(SLOW), "--max-request-cost", "1000000000", "--drain-timeout", "4",
+                     "--request-timeout", "60", "--max-steps", str(SLOW), "--drain-timeout", "4",
                      env={"SERVING_API_KEY_FILE": str(tmp_path / "key")}).wait_ready()
     try:
         def one(i):
@@ -192,7 +192,7 @@ def test_drain_deadline_answers_503_json_and_starts_nothing_after_it(tiny_model,
 # -- 3. drain waits for responses still being written ------------------------------------------------------------
 def test_drain_lets_a_slow_reader_finish_its_response(tiny_model, tmp_path):
     (tmp_path / "key").write_text(KEY)
-    srv = LiveServer(tiny_model, tmp_path / "server.log", "--max-image-size", "512", "--max-images", "4", "--max-request-cost", "1000000000",
+    srv = LiveServer(tiny_model, tmp_path / "server.log", "--max-image-size", "512", "--max-images", "4",
                      "--drain-timeout", "12", env={"SERVING_API_KEY_FILE": str(tmp_path / "key")}).wait_ready()
     try:
         sock = raw_post(srv, {"prompt": "big", "n": 4, "size": "512x512", "num_inference_steps": 1,

@@ -27,7 +27,7 @@ def server(tiny_model, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("live")
     (tmp / "key").write_text(KEY + "\n")
     srv = LiveServer(tiny_model, tmp / "server.log", "--max-concurrency", "1", "--max-queue", "2",
-                     "--request-timeout", "5", "--drain-timeout", "20", "--max-steps", "5000", "--max-request-cost", "1000000000",
+                     "--request-timeout", "5", "--drain-timeout", "20", "--max-steps", "5000",
                      "--max-images", "2",
                      env={"SERVING_API_KEY_FILE": str(tmp / "key")})
     # Lifecycle: the ports answer while the model loads; readiness turns 200 only after load + warm-up.
