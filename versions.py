@@ -32,6 +32,13 @@ NVIDIA_DEVICE_PLUGIN_CHART = ("https://nvidia.github.io/k8s-device-plugin", "nvi
 NEURON_CHART = ("oci://public.ecr.aws/neuron/neuron-helm-chart", "neuron-helm-chart", "1.5.0")
 VOLCANO_CHART = ("https://volcano-sh.github.io/helm-charts", "volcano", "1.15.1")
 KEDA_CHART = ("https://kedacore.github.io/charts", "keda", "2.20.2")
+# cert-manager issues the device port's certificates (edge.tls). Upstream spells the chart version with a "v";
+# its CRDs (installed by the chart) and default values/schema are vendored at this tag (schemas/crds/,
+# schemas/helm-values/cert-manager-v1.21.1/).
+CERT_MANAGER_CHART = ("https://charts.jetstack.io", "cert-manager", "v1.21.1")
+# external-dns publishes per-node names for edge.tls.mode "acme". It runs as one plain Deployment (a single
+# container configured by flags, no CRDs), so the whole object set is rendered and schema-checked here.
+EXTERNAL_DNS_IMAGE = "registry.k8s.io/external-dns/external-dns:v0.20.0"
 
 # Vendored CRD schemas (schemas/crds/) and the upstream release each came from.
 CRD_SOURCES: dict[str, tuple[str, str]] = {
@@ -42,6 +49,8 @@ CRD_SOURCES: dict[str, tuple[str, str]] = {
     "batch.volcano.sh_jobs.yaml": ("volcano-sh/volcano", "v1.15.1"),
     "scheduling.volcano.sh_queues.yaml": ("volcano-sh/volcano", "v1.15.1"),
     "scheduling.volcano.sh_podgroups.yaml": ("volcano-sh/volcano", "v1.15.1"),
+    "cert-manager.io_certificates.yaml": ("cert-manager/cert-manager", "v1.21.1"),
+    "cert-manager.io_clusterissuers.yaml": ("cert-manager/cert-manager", "v1.21.1"),
 }
 
 # ---------------------------------------------------------------- image pipeline (ImagePipelineStack)

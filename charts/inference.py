@@ -36,7 +36,8 @@ from charts.inference_deployment import InferenceDeployment
 from charts.inventory_rbac import inventory_rbac
 from charts.network_policy import ingress_policy
 from charts.services import edge_service, metrics_service
-from edge_config import WorkloadsConfig
+from charts.tls import SERVING_SECRET, server_tls_env, serving_certificate
+from edge_config import TLSConfig, WorkloadsConfig
 
 _PSS = {f"pod-security.kubernetes.io/{mode}{suffix}": value
         for mode in ("enforce", "audit", "warn") for suffix, value in (("", "restricted"), ("-version", "latest"))}
@@ -63,6 +64,7 @@ class InferenceChart(cdk8s.Chart):
         api_key_secret_arn: str,
         region: str,
         autoscaler_namespace: str,
+        tls: TLSConfig,
     ) -> None:
         super().__init__(scope, construct_id, disable_resource_name_hashes=True)
         if not accelerators:
@@ -84,12 +86,15 @@ class InferenceChart(cdk8s.Chart):
         inventory_rbac(self, namespace=namespace, service_account=service_account)
         edge_service(self, namespace=namespace, node_port=workloads.node_port)
         ingress_policy(self, namespace=namespace, autoscaler_namespace=autoscaler_namespace)
-        env = _server_env(workloads, api_key_secret_arn=api_key_secret_arn, region=region)
+        env = {**_server_env(workloads, api_key_secret_arn=api_key_secret_arn, region=region), **server_tls_env(tls)}
+        if tls.enabled:
+            serving_certificate(self, namespace=namespace, tls=tls)
         for accelerator in accelerators:
             InferenceDeployment(
                 self, f"deployment-{accelerator}", accelerator=accelerator, image=images[accelerator],
                 namespace=namespace, workloads=workloads, service_account=service_account,
-                env={"SERVING_DEVICE": ACCELERATORS[accelerator]["device"], **env})
+                env={"SERVING_DEVICE": ACCELERATORS[accelerator]["device"], **env},
+                tls_secret=SERVING_SECRET if tls.enabled else None)
             metrics_service(self, accelerator, namespace=namespace)
             load_scaler(self, accelerator, namespace=namespace, workloads=workloads)
 

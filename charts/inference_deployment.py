@@ -8,6 +8,7 @@ from cdk8s_plus_35 import k8s
 from constructs import Construct
 
 from charts import contract as c
+from charts.tls import TLS_DIR
 from edge_config import WorkloadsConfig
 
 
@@ -15,9 +16,12 @@ _TAINT_EFFECTS = {"NoSchedule": kplus.TaintEffect.NO_SCHEDULE, "PreferNoSchedule
                   "NoExecute": kplus.TaintEffect.NO_EXECUTE}
 
 
-def _http_probe(path: str, *, period_s: int, failures: int, success: int | None = None) -> kplus.Probe:
+def _http_probe(path: str, *, period_s: int, failures: int, success: int | None = None,
+                https: bool = False) -> kplus.Probe:
+    # With TLS the public port speaks nothing else; the kubelet's HTTPS probes do not verify the certificate.
+    scheme = kplus.ConnectionScheme.HTTPS if https else kplus.ConnectionScheme.HTTP
     return kplus.Probe.from_http_get(
-        path, port=c.HTTP_PORT, scheme=kplus.ConnectionScheme.HTTP, period_seconds=Duration.seconds(period_s),
+        path, port=c.HTTP_PORT, scheme=scheme, period_seconds=Duration.seconds(period_s),
         timeout_seconds=Duration.seconds(c.PROBE_TIMEOUT_S), failure_threshold=failures, success_threshold=success)
 
 
@@ -38,7 +42,8 @@ class InferenceDeployment(Construct):
     """The Deployment that serves one accelerator, and the disruption budget that keeps its drains one at a time."""
 
     def __init__(self, scope: Construct, construct_id: str, *, accelerator: str, image: str, namespace: str,
-                 workloads: WorkloadsConfig, service_account: kplus.IServiceAccount, env: dict[str, str]) -> None:
+                 workloads: WorkloadsConfig, service_account: kplus.IServiceAccount, env: dict[str, str],
+                 tls_secret: str | None = None) -> None:
         super().__init__(scope, construct_id)
         w = workloads
         spec = c.ACCELERATORS[accelerator]
@@ -80,6 +85,16 @@ class InferenceDeployment(Construct):
         cpu = kplus.Cpu.units(w.cpu_cores)
         memory = Size.gibibytes(w.memory_gib)
         storage = Size.gibibytes(w.ephemeral_storage_gib)
+        https = tls_secret is not None
+        mounts = [kplus.VolumeMount(path=c.SCRATCH_DIR, volume=scratch),
+                  kplus.VolumeMount(path=c.SERVICE_ACCOUNT_DIR, volume=api_access, read_only=True)]
+        if tls_secret:
+            # The whole Secret as a directory (no subPath): the kubelet swaps renewed files in, and the server
+            # picks them up on the next handshake. Group-readable for the pod's fsGroup, nobody else.
+            tls_volume = kplus.Volume.from_secret(
+                self, "tls", kplus.Secret.from_secret_name(self, "tls-secret", tls_secret), name="tls",
+                default_mode=0o440)
+            mounts.append(kplus.VolumeMount(path=TLS_DIR, volume=tls_volume, read_only=True))
         self.deployment.add_container(
             name=c.CONTAINER_NAME,
             image=image,
@@ -97,18 +112,18 @@ class InferenceDeployment(Construct):
                 ephemeral_storage=kplus.EphemeralStorageResources(request=storage, limit=storage)),
             # /readyz turns 200 only after the model is loaded and warmed up; until then liveness is off.
             startup=_http_probe(c.READINESS_PATH, period_s=c.STARTUP_PERIOD_S,
-                                failures=c.startup_failure_threshold(w.model_load_timeout_s)),
+                                failures=c.startup_failure_threshold(w.model_load_timeout_s), https=https),
             # Two misses: one slow answer while encoding a large image must not flap the endpoint. A drain needs
             # no probe at all: a terminating pod leaves the EndpointSlices at once.
-            readiness=_http_probe(c.READINESS_PATH, period_s=c.READINESS_PERIOD_S, failures=2, success=1),
-            liveness=_http_probe(c.LIVENESS_PATH, period_s=c.LIVENESS_PERIOD_S, failures=c.LIVENESS_FAILURES),
+            readiness=_http_probe(c.READINESS_PATH, period_s=c.READINESS_PERIOD_S, failures=2, success=1, https=https),
+            liveness=_http_probe(c.LIVENESS_PATH, period_s=c.LIVENESS_PERIOD_S, failures=c.LIVENESS_FAILURES,
+                                 https=https),
             security_context=kplus.ContainerSecurityContextProps(
                 ensure_non_root=True, user=c.RUN_AS_UID, group=c.RUN_AS_UID, allow_privilege_escalation=False,
                 privileged=False, read_only_root_filesystem=True,
                 capabilities=kplus.ContainerSecutiryContextCapabilities(drop=[kplus.Capability.ALL]),
                 seccomp_profile=kplus.SeccompProfile(type=kplus.SeccompProfileType.RUNTIME_DEFAULT)),
-            volume_mounts=[kplus.VolumeMount(path=c.SCRATCH_DIR, volume=scratch),
-                           kplus.VolumeMount(path=c.SERVICE_ACCOUNT_DIR, volume=api_access, read_only=True)],
+            volume_mounts=mounts,
         )
         self._escape_hatches(accelerator, w)
         self.disruption_budget = k8s.KubePodDisruptionBudget(

@@ -84,6 +84,7 @@ class InferenceWorkloads(Construct):
             api_key_secret_arn=self.api_key.secret.secret_arn,
             region=cdk.Stack.of(self).region,
             autoscaler_namespace=KEDA_NAMESPACE,
+            tls=config.tls,
         )
         self.manifest = cluster.add_cdk8s_chart("InferenceChart", self.chart)
         self.manifest.node.add_dependency(self.pod_identity.association)

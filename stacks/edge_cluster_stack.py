@@ -12,7 +12,8 @@ from constructs import Construct
 
 from charts.nodepools import NodePoolsChart
 from edge_config import EdgeConfig
-from edge_constructs.cluster_addons import ClusterAddons
+from edge_constructs.cluster_addons import SYSTEM_NODE_SELECTOR, ClusterAddons
+from edge_constructs.device_tls import DeviceTls
 from edge_constructs.edge_cluster import EdgeCluster
 from edge_constructs.edge_network import EdgeNetwork
 from edge_constructs.inference_workloads import InferenceWorkloads
@@ -68,12 +69,20 @@ class EdgeClusterStack(cdk.Stack):
 
         self._acknowledge_stack_findings()
 
-        # KEDA brings the ScaledObject CRD; the Pod Identity agent and the NodePools must exist before pods start.
+        # cert-manager and the issuers of the device port's certificate (none with edge.tls.mode "off").
+        self.device_tls: DeviceTls | None = None
+        if config.tls.enabled:
+            self.device_tls = DeviceTls(
+                self, "DeviceTls", config=config, cluster=self.cluster, node_selector=SYSTEM_NODE_SELECTOR,
+                after=[self.edge_cluster.system_nodegroup, self.addons.coredns, self.addons.pod_identity_agent])
+        # KEDA brings the ScaledObject CRD; the Pod Identity agent and the NodePools must exist before pods start;
+        # the serving Certificate needs its issuer.
         self.inference = InferenceWorkloads(
             self, "InferenceWorkloads", config=config, cluster=self.cluster,
             node_security_group=self.node_security_group,
             depends_on=[self.addons.keda, self.addons.pod_identity_agent, self.nodepools,
-                        self.karpenter_teardown.resource],
+                        self.karpenter_teardown.resource,
+                        *([self.device_tls.issuers] if self.device_tls else [])],
         )
 
     @property

@@ -42,6 +42,7 @@ def _render(cfg: edge_config.EdgeConfig) -> list[dict]:
         api_key_secret_arn=SECRET_ARN,
         region=cfg.region,
         autoscaler_namespace=KEDA_NAMESPACE,
+        tls=cfg.tls,
     )
     return chart.to_json()
 
@@ -168,7 +169,7 @@ def test_chart_rejects_an_accelerator_without_an_image(cfg):
         InferenceChart(cdk8s.App(), "x", workloads=cfg.workloads, accelerators=["nvidia", "neuron"],
                        images={"nvidia": IMAGES["nvidia"]}, service_account_name=SERVICE_ACCOUNT,
                        api_key_secret_arn=SECRET_ARN, region="us-west-2",
-                       autoscaler_namespace=KEDA_NAMESPACE)
+                       autoscaler_namespace=KEDA_NAMESPACE, tls=cfg.tls)
 
 
 def test_service_selects_every_deployment(deployments, edge_service):
