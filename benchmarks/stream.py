@@ -7,7 +7,8 @@ what the stream adds around the pipeline (JPEG decode and encode, the hop to the
 WebSocket framing both ways). Target: p50 <= 3 ms. A second, open-loop run at 30 fps shows latest-frame-wins
 (delivered fps and the dropped fraction).
 
-GPU case (``gpu_stream_case``, called by the GPU device script): an SD-Turbo-shaped model at 512x512, one
+GPU case (``gpu_stream_case``, or ``python -m benchmarks.stream --gpu-model DIR --stream-vae DIR`` from the GPU
+device script): an SD-Turbo-shaped model at 512x512, one
 denoising step (steps 2 x strength 0.5), the tiny VAE, CUDA graphs warmed at start-up; closed loop and open loop
 at 120 fps. Target on an H100/H200: >= 60 fps per stream end to end through the WebSocket, aim beyond 100.
 
@@ -75,6 +76,17 @@ def gpu_stream_case(model: str | Path, vae: str | Path, frames: int = 600, size:
     return _report("gpu", size, runs, target_fps=TARGET_GPU_FPS)
 
 
+def write_random_taesd(out: Path) -> Path:
+    """AutoencoderTiny with diffusers' default config (TAESD's exact layout and cost), random weights: no network."""
+    if not (out / "config.json").is_file():
+        import torch
+        from diffusers import AutoencoderTiny
+
+        torch.manual_seed(0)
+        AutoencoderTiny().save_pretrained(out, safe_serialization=True)
+    return out
+
+
 def _report(case: str, size: int, runs: dict, target_overhead: float | None = None,
             target_fps: float | None = None) -> dict:
     closed, opened = runs["closed_loop"], runs["open_loop"]
@@ -138,10 +150,23 @@ def format_table(summary: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.stream", description=__doc__.split("\n\n")[0])
     p.add_argument("--frames", type=int, default=200, help="frames per run (default 200)")
-    p.add_argument("--size", type=int, default=256, help="frame width and height (default 256)")
+    p.add_argument("--size", type=int, default=None, help="frame width and height (default 256 cpu, 512 gpu)")
+    p.add_argument("--gpu-model", type=Path, default=None,
+                   help="run the GPU case instead: this SD-Turbo-shaped diffusers directory on cuda")
+    p.add_argument("--stream-vae", type=Path, default=None,
+                   help="GPU case: AutoencoderTiny directory (default: a random-weight one in TAESD's full layout)")
+    p.add_argument("--server-arg", action="append", default=[], metavar="ARG",
+                   help="GPU case: extra server flag (repeat), e.g. the pods' --compile-mode")
     args = p.parse_args(argv)
-    result = cpu_stream_case(frames=args.frames, size=args.size)
-    json_path, png_path = write_results(result, "stream-cpu")
+    if args.gpu_model is not None:
+        vae = args.stream_vae or write_random_taesd(CACHE_DIR / "taesd-random")
+        result = gpu_stream_case(args.gpu_model, vae, frames=args.frames, size=args.size or 512,
+                                 server_args=args.server_arg)
+        name = "stream-gpu"
+    else:
+        result = cpu_stream_case(frames=args.frames, size=args.size or 256)
+        name = "stream-cpu"
+    json_path, png_path = write_results(result, name)
     print(format_table(result["summary"]))
     print(f"results: {json_path.relative_to(REPO_ROOT)}, {png_path.relative_to(REPO_ROOT)}")
     return 0
