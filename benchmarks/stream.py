@@ -25,6 +25,7 @@ import platform
 import sys
 from pathlib import Path
 
+from benchmarks import sd21
 from benchmarks.serverproc import ServerProcess
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -34,16 +35,22 @@ TARGET_OVERHEAD_P50_MS = 3.0
 TARGET_GPU_FPS = 60.0
 
 
-def _runs(url: str, size: int, frames: int, steps: int | None, strength: float | None, open_fps: float) -> dict:
+def _runs(url: str, size: int, frames: int, steps: int | None, strength: float | None, open_fps: float,
+          on_run=None) -> dict:
+    """Closed loop, then open loop; ``on_run(runs)`` after each, so a timeout keeps what was measured."""
     from serving.bench_stream import StreamBenchConfig, run_stream_bench
 
     common = dict(url=url, width=size, height=size, frame_format="jpeg", output_format="jpeg", steps=steps,
                   strength=strength, prompt="a watercolour painting of a city street")
     # Untimed: the first frames pay for the config (prompt encoding) and any lazy allocation.
-    asyncio.run(run_stream_bench(StreamBenchConfig(frames=5, **common)))
-    closed = asyncio.run(run_stream_bench(StreamBenchConfig(frames=frames, fps=0, **common)))
-    opened = asyncio.run(run_stream_bench(StreamBenchConfig(frames=frames, fps=open_fps, **common)))
-    return {"closed_loop": closed, "open_loop": opened}
+    asyncio.run(run_stream_bench(StreamBenchConfig(frames=min(5, frames), **common)))
+    runs = {"closed_loop": asyncio.run(run_stream_bench(StreamBenchConfig(frames=frames, fps=0, **common)))}
+    if on_run is not None:
+        on_run(runs)
+    runs["open_loop"] = asyncio.run(run_stream_bench(StreamBenchConfig(frames=frames, fps=open_fps, **common)))
+    if on_run is not None:
+        on_run(runs)
+    return runs
 
 
 def _server_args(vae: Path, size: int, extra: list[str]) -> list[str]:
@@ -67,24 +74,25 @@ def cpu_stream_case(frames: int = 200, size: int = 256) -> dict:
 
 
 def gpu_stream_case(model: str | Path, vae: str | Path, frames: int = 600, size: int = 512,
-                    server_args: list[str] | None = None) -> dict:
-    """The 512x512 1-step stream case on cuda; ``server_args`` are the pods' own flags (compile mode etc.)."""
-    args = _server_args(Path(vae), size, ["--max-concurrency", "1", *(server_args or [])])
-    with ServerProcess(model, "cuda", args) as server:
+                    server_args: list[str] | None = None, device: str = "cuda", on_run=None) -> dict:
+    """The 512x512 1-step stream case on cuda; ``server_args`` are the pods' own flags (compile mode etc.).
+
+    SD-Turbo-shaped: no guidance, and steps 2 x strength 0.5 = one denoising step per frame.
+    """
+    args = _server_args(Path(vae), size, ["--max-concurrency", "1", "--default-guidance-scale", "0",
+                                          "--default-steps", "1", *(server_args or [])])
+    # One intra-op thread on CPU (the smoke run), as in the CPU case: more only spin-wait on a small machine.
+    with ServerProcess(model, device, args, env={"OMP_NUM_THREADS": "1"} if device == "cpu" else None) as server:
         server.wait_ready(timeout=600)
-        runs = _runs(f"http://127.0.0.1:{server.port}", size, frames, steps=2, strength=0.5, open_fps=120)
+        runs = _runs(f"http://127.0.0.1:{server.port}", size, frames, steps=2, strength=0.5, open_fps=120,
+                     on_run=None if on_run is None else (lambda r: on_run(_partial("gpu", size, r))))
     return _report("gpu", size, runs, target_fps=TARGET_GPU_FPS)
 
 
-def write_random_taesd(out: Path) -> Path:
-    """AutoencoderTiny with diffusers' default config (TAESD's exact layout and cost), random weights: no network."""
-    if not (out / "config.json").is_file():
-        import torch
-        from diffusers import AutoencoderTiny
-
-        torch.manual_seed(0)
-        AutoencoderTiny().save_pretrained(out, safe_serialization=True)
-    return out
+def _partial(case: str, size: int, runs: dict) -> dict:
+    if "open_loop" in runs:
+        return _report(case, size, runs, target_fps=TARGET_GPU_FPS)
+    return {"summary": None, "runs": runs}
 
 
 def _report(case: str, size: int, runs: dict, target_overhead: float | None = None,
@@ -159,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="GPU case: extra server flag (repeat), e.g. the pods' --compile-mode")
     args = p.parse_args(argv)
     if args.gpu_model is not None:
-        vae = args.stream_vae or write_random_taesd(CACHE_DIR / "taesd-random")
+        vae = args.stream_vae or sd21.write_tiny_vae(sd21.SD21, CACHE_DIR / "taesd-random")
         result = gpu_stream_case(args.gpu_model, vae, frames=args.frames, size=args.size or 512,
                                  server_args=args.server_arg)
         name = "stream-gpu"
