@@ -83,6 +83,7 @@ serve: $(VENV)/.installed $(TINY_MODEL)/model_index.json
 bench: $(VENV)/.installed
 	$(PY) -m benchmarks.cpu
 	$(PY) -m benchmarks.stream
+	$(PY) -m benchmarks.tls
 
 # The serving image, built and run offline (docs/image-build.md): buildah (daemonless, chroot isolation, vfs),
 # a debootstrap stand-in for the base image, the tiny model as the weights. Root only, as in CI.
