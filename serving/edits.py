@@ -12,10 +12,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from serving.api.generation import count_images, encode_images, note_generation, resolve_params
 from serving.api.schemas import MAX_SEED, ErrorResponse, ImagesResponse
 from serving.errors import ServingError
+from serving.imaging import OUTPUT_TYPES
 from serving.img2img import with_init_image
+from serving.prompts import require_visible_text
 from serving.state import ServerState
 
-OUTPUT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 # Sent by the official client or other OpenAI SDKs; meaningless for this server, so accepted and ignored.
 IGNORED_FIELDS = frozenset({"model", "user", "quality", "background", "input_fidelity", "output_compression",
                             "safety_identifier", "moderation"})
@@ -49,9 +50,7 @@ def _form_model(state: ServerState) -> type[BaseModel]:
         @field_validator("prompt")
         @classmethod
         def _not_blank(cls, value: str) -> str:
-            if not value.strip():
-                raise ValueError("must contain non-whitespace text")
-            return value
+            return require_visible_text(value)
 
     return EditForm
 

@@ -208,6 +208,7 @@ class KubernetesInventory:
         service_account_dir: str | Path = SERVICE_ACCOUNT_DIR,
         cache_ttl: float = 5.0,
         timeout: float = 5.0,
+        stale_wait: float = 1.0,
         transport: httpx.AsyncBaseTransport | None = None,
         scheme: str = "http",
         node_domain: str | None = None,
@@ -230,9 +231,10 @@ class KubernetesInventory:
         self.timeout = timeout
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
+        self.stale_wait = stale_wait
         self._cached: list[dict] | None = None
         self._cached_at = 0.0
-        self._lock = asyncio.Lock()
+        self._refresh: asyncio.Task | None = None
 
     def _read_namespace(self) -> str:
         path = self.service_account_dir / "namespace"
@@ -326,9 +328,29 @@ class KubernetesInventory:
         return endpoints_from_objects(slices, nodes, node_port, self.scheme, self.node_domain)
 
     async def list_endpoints(self) -> list[dict]:
-        """The current endpoints; a burst of callers within ``cache_ttl`` shares one set of API reads."""
-        async with self._lock:
-            if self._cached is None or time.monotonic() - self._cached_at >= self.cache_ttl:
-                self._cached = await self._fetch()
-                self._cached_at = time.monotonic()
+        """The current endpoints, read at most once per ``cache_ttl`` by a single refresh at a time.
+
+        When the API is slow or down (a Local Zone that lost its link to the region) callers wait at most
+        ``stale_wait`` for the refresh, then get the last good list with ``"stale": true`` and its age. Only
+        with no good list yet does a failure reach the caller.
+        """
+        if self._cached is not None and time.monotonic() - self._cached_at < self.cache_ttl:
             return [dict(item) for item in self._cached]
+        if self._refresh is None or self._refresh.done():
+            self._refresh = asyncio.ensure_future(self._fetch())
+            self._refresh.add_done_callback(self._store)
+        try:
+            wait = self.stale_wait if self._cached is not None else None
+            await asyncio.wait_for(asyncio.shield(self._refresh), wait)
+        except Exception:  # noqa: BLE001 - TimeoutError or the refresh's own error: both mean "not fresh"
+            if self._cached is None:
+                raise
+            age = round(time.monotonic() - self._cached_at, 1)
+            return [{**item, "stale": True, "age_s": age} for item in self._cached]
+        return [dict(item) for item in self._cached]
+
+    def _store(self, task: asyncio.Task) -> None:
+        if task.cancelled():
+            return
+        if task.exception() is None:  # reading it also marks a failure as seen when no caller waited for it
+            self._cached, self._cached_at = task.result(), time.monotonic()

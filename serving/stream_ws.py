@@ -26,6 +26,7 @@ from serving.errors import InvalidRequest, ServingError, Unavailable
 from serving.frames import FrameConfig
 from serving.imaging import encode_image
 from serving.img2img import check_strength, decode_image
+from serving.prompts import require_visible_text
 from serving.state import ServerState
 
 log = logging.getLogger("serving.stream")
@@ -160,8 +161,10 @@ class StreamSession:
         d, s = self.state.defaults, self.settings
         if d is None:
             raise InvalidRequest("the model is still loading", param=None)
-        if not msg.prompt.strip():
-            raise InvalidRequest("prompt: must contain non-whitespace text", param="prompt")
+        try:
+            require_visible_text(msg.prompt)
+        except ValueError as exc:
+            raise InvalidRequest(f"prompt: {exc}", param="prompt") from None
         if len(msg.prompt) > s.max_prompt_length:
             raise InvalidRequest(f"prompt: at most {s.max_prompt_length} characters", param="prompt")
         # One denoising step by default (steps x strength = 1): the frame-rate setting of few-step models.

@@ -15,6 +15,7 @@ from serving.api.schemas import MAX_SEED, ImagesResponse, build_request_models, 
 from serving.backends.base import GenerationParams
 from serving.errors import InvalidRequest, ServingError, Unavailable
 from serving.imaging import MEDIA_TYPES as IMAGE_TYPES
+from serving.imaging import OUTPUT_TYPES
 from serving.imaging import encode_image
 from serving.img2img import with_init_image
 from serving.state import ServerState
@@ -141,7 +142,7 @@ def add_generation_routes(app: FastAPI, state: ServerState) -> None:
         name="openai",
         summary="OpenAI-compatible image generation",
         response_model=ImagesResponse,
-        responses={200: {"headers": IMAGE_HEADERS}, **error_responses(400, 401, 413, 422, 429, 503, 504)},
+        responses={200: {"headers": IMAGE_HEADERS}, **error_responses(400, 401, 413, 429, 503, 504)},
     )
     async def openai_generations(body: OpenAIImageRequest, request: Request):
         if body.response_format == "url":
@@ -149,7 +150,7 @@ def add_generation_routes(app: FastAPI, state: ServerState) -> None:
                 "response_format 'url' is not supported: this server stores no images; use 'b64_json'", param="response_format"
             )
         width = height = None
-        if body.size:
+        if body.size and body.size != "auto":
             width, height = (int(v) for v in body.size.split("x"))
             for name, value in (("width", width), ("height", height)):
                 if value % 8 or not s.min_image_size <= value <= s.max_image_size:
@@ -161,7 +162,8 @@ def add_generation_routes(app: FastAPI, state: ServerState) -> None:
         note_generation(state, request, "openai", params)
         result = await state.engine.generate(params)
         note_generation(state, request, "openai", params, result)
-        encoded = await encode_images(result.images, "image/png")
+        encoded = await encode_images(result.images, OUTPUT_TYPES[body.output_format])
         count_images(state, result)
-        payload = {"created": int(time.time()), "data": [{"b64_json": base64.b64encode(b).decode()} for b in encoded]}
+        payload = {"created": int(time.time()), "output_format": body.output_format,
+                   "data": [{"b64_json": base64.b64encode(b).decode()} for b in encoded]}
         return JSONResponse(payload, headers={"X-Seed": str(params.seed), "X-Inference-Ms": f"{result.inference_ms:.1f}"})

@@ -15,11 +15,22 @@ def json_error(status: int, message: str, type_: str, param: str | None = None, 
     return JSONResponse({"error": {"message": message, "type": type_, "param": param, "code": status}}, status_code=status, headers=headers)
 
 
-def error_response(exc: ServingError) -> JSONResponse:
-    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+# OpenAI answers an invalid field with 400 (openai.BadRequestError); /generate keeps 422.
+OPENAI_PREFIX = "/v1/"
 
 
-def validation_error_response(exc: RequestValidationError) -> JSONResponse:
+def _openai_status(path: str, status: int) -> int:
+    return 400 if status == 422 and path.startswith(OPENAI_PREFIX) else status
+
+
+def error_response(exc: ServingError, path: str = "") -> JSONResponse:
+    status = _openai_status(path, exc.status)
+    body = exc.body()
+    body["error"]["code"] = status
+    return JSONResponse(body, status_code=status, headers=exc.headers)
+
+
+def validation_error_response(exc: RequestValidationError, path: str = "") -> JSONResponse:
     errors = exc.errors()
     first = errors[0] if errors else {"type": "value_error", "loc": ("body",), "msg": "invalid request"}
     loc = [str(p) for p in first.get("loc", ()) if p != "body"]
@@ -38,17 +49,17 @@ def validation_error_response(exc: RequestValidationError) -> JSONResponse:
         message = f"{param}: {first.get('msg')}"
         if "input" in first and not isinstance(first["input"], (dict, list)):
             message += f" (got {json.dumps(first['input'], default=str)[:80]})"
-    return json_error(422, message, "invalid_request_error", param)
+    return json_error(_openai_status(path, 422), message, "invalid_request_error", param)
 
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServingError)
-    async def _serving_error(_: Request, exc: ServingError):
-        return error_response(exc)
+    async def _serving_error(request: Request, exc: ServingError):
+        return error_response(exc, request.url.path)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation_error(_: Request, exc: RequestValidationError):
-        return validation_error_response(exc)
+    async def _validation_error(request: Request, exc: RequestValidationError):
+        return validation_error_response(exc, request.url.path)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException):

@@ -5,6 +5,7 @@ from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from serving.prompts import require_visible_text
 from serving.settings import Settings
 
 MAX_SEED = 2**32 - 1
@@ -50,10 +51,13 @@ class Endpoint(BaseModel):
     ready: bool
     server_name: Optional[str] = Field(None, description="With TLS: the name to verify in the certificate (connect to the url's IP, send this as SNI)")
     ca_spki_sha256: Optional[str] = Field(None, description="With a private CA: base64 SHA-256 of the CA's SubjectPublicKeyInfo, for pinning")
+    stale: Optional[bool] = Field(None, description="true when the Kubernetes API did not answer: this is the last good list")
+    age_s: Optional[float] = Field(None, description="With stale: seconds since the list was read")
 
 
 ERROR_TEXT = {
-    400: "Malformed request (e.g. the body is not JSON, or a bad Content-Length)",
+    400: "Malformed request (body not JSON, bad Content-Length, two Authorization headers); on /v1 routes also an "
+         "invalid field (error.param names it), as OpenAI answers",
     401: "Missing or wrong bearer key",
     404: "Not found / not configured",
     406: "No acceptable image type in Accept",
@@ -88,9 +92,7 @@ def build_request_models(s: Settings) -> tuple[type[BaseModel], type[BaseModel]]
         @field_validator("prompt")
         @classmethod
         def _not_blank(cls, value: str) -> str:
-            if not value.strip():
-                raise ValueError("must contain non-whitespace text")
-            return value
+            return require_visible_text(value)
 
     class GenerateRequest(GenerationFields):
         width: Optional[int] = Field(None, **size, description="Image width in pixels, a multiple of 8")
@@ -102,7 +104,9 @@ def build_request_models(s: Settings) -> tuple[type[BaseModel], type[BaseModel]]
 
     class OpenAIImageRequest(GenerationFields):
         n: int = Field(1, ge=1, le=s.max_images, description="Number of images")
-        size: Optional[str] = Field(None, pattern=r"^[0-9]{1,5}x[0-9]{1,5}$", description="WIDTHxHEIGHT, e.g. 512x512")
+        size: Optional[str] = Field(None, pattern=r"^([0-9]{1,5}x[0-9]{1,5}|auto)$",
+                                    description="WIDTHxHEIGHT, e.g. 512x512; auto (or omitted) is the model's default size")
+        output_format: Literal["png", "jpeg", "webp"] = Field("png", description="Encoding of the returned images")
         response_format: Optional[Literal["b64_json", "url"]] = Field(
             None, description="Only b64_json is supported (this server stores no images)"
         )

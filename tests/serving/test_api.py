@@ -269,8 +269,59 @@ def test_openai_generations(client):
     ],
 )
 def test_openai_validation(client, body, param, needle):
-    err = error_of(post(client, "/v1/images/generations", body), 422)
+    # OpenAI answers validation errors with 400, so openai.BadRequestError handlers catch them.
+    err = error_of(post(client, "/v1/images/generations", body), 400)
     assert err["param"] == param and needle in err["message"]
+    assert err["type"] == "invalid_request_error" and set(err) == {"message", "type", "param", "code"}
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [({}, "prompt"), ({"prompt": "x", "seed": "1"}, "seed"), ({"prompt": "x", "widht": 64}, "widht"),
+     ({"prompt": "x", "output_format": "gif"}, "output_format"), ({"prompt": "x", "num_inference_steps": 99}, "num_inference_steps")],
+)
+def test_openai_schema_errors_are_400_in_the_openai_shape(client, body, param):
+    err = error_of(post(client, "/v1/images/generations", body), 400)
+    assert err["param"] == param and err["type"] == "invalid_request_error"
+    # /generate keeps 422 for the same kind of error.
+    assert post(client, body={"prompt": "x", "seed": "1"}).status_code == 422
+
+
+def test_openai_size_auto_is_the_model_default_size(client, state):
+    r = post(client, "/v1/images/generations", {"prompt": "a boat", "size": "auto", "seed": 1})
+    assert r.status_code == 200, r.text
+    image = Image.open(io.BytesIO(base64.b64decode(r.json()["data"][0]["b64_json"])))
+    assert image.size == (state.defaults.width, state.defaults.height)
+
+
+@pytest.mark.parametrize(("output_format", "fmt"), [("png", "PNG"), ("jpeg", "JPEG"), ("webp", "WEBP")])
+def test_openai_output_format(client, output_format, fmt):
+    r = post(client, "/v1/images/generations", {"prompt": "a boat", "output_format": output_format, "seed": 2})
+    assert r.status_code == 200, r.text
+    assert Image.open(io.BytesIO(base64.b64decode(r.json()["data"][0]["b64_json"]))).format == fmt
+
+
+# -- hygiene ----------------------------------------------------------------------------------------------------
+def test_duplicate_authorization_headers_are_400(client):
+    r = client.post("/generate", json={"prompt": "x"},
+                    headers=[("Authorization", f"Bearer {KEY}"), ("Authorization", "Bearer other")])
+    assert error_of(r, 400)["param"] == "Authorization"
+
+
+@pytest.mark.parametrize("request_id", ["abc\x01def", "has space", "x" * 65, "semi;colon", "new\tline"])
+def test_request_id_that_is_not_a_plain_token_is_replaced(client, request_id):
+    r = client.get("/healthz", headers={"X-Request-ID": request_id})
+    assert r.headers["x-request-id"] != request_id and len(r.headers["x-request-id"]) == 32
+
+
+def test_plain_request_id_is_kept(client):
+    assert client.get("/healthz", headers={"X-Request-ID": "A-z_0.9"}).headers["x-request-id"] == "A-z_0.9"
+
+
+@pytest.mark.parametrize("prompt", ["\x00\x00", "\u200b\u200c\u200d\ufeff", " \u2060\t\x07 ", "\u00ad\u200e"])
+def test_prompt_of_only_control_or_zero_width_characters_is_422(client, prompt):
+    assert error_of(post(client, body={"prompt": prompt}), 422)["param"] == "prompt"
+    assert error_of(post(client, "/v1/images/generations", {"prompt": prompt}), 400)["param"] == "prompt"
 
 
 # -- readiness, load state and accelerator failures ----------------------------------------------------------
@@ -452,6 +503,30 @@ def test_openapi_describes_every_route_and_bounds(client):
     assert "HTTPValidationError" not in schema
 
 
+def test_every_response_is_counted_and_timed_under_its_route(state, client):
+    def count(route, status):
+        return state.metrics.registry.get_sample_value("edge_diffusion_requests_total", {"route": route, "status": status}) or 0
+
+    def timed(route, status):
+        return state.metrics.registry.get_sample_value(
+            "edge_diffusion_request_duration_seconds_count", {"route": route, "status": status}) or 0
+
+    before = {k: count(*k) for k in [("generate", "401"), ("generate", "406"), ("generate", "422"), ("openai", "400"),
+                                     ("generate", "413")]}
+    client.post("/generate", json={"prompt": "x"})
+    post(client, body={"prompt": "x"}, headers={"Accept": "text/plain"})
+    post(client, body={"prompt": "x", "width": 7})
+    post(client, "/v1/images/generations", {"prompt": "x", "n": 99})
+    post(client, content=b"x" * (1024 * 1024 + 1), headers={"Content-Type": "application/json"})
+    for key, value in before.items():
+        assert count(*key) == value + 1, key
+        assert timed(*key) >= 1, key
+    registry = state.metrics.registry
+    assert registry.get_sample_value("edge_diffusion_queue_wait_seconds_count") >= 1
+    assert registry.get_sample_value("process_resident_memory_bytes") > 0
+    assert registry.get_sample_value("process_open_fds") > 0
+
+
 def test_metrics_app_exposes_counters_and_load(state, client):
     post(client, body={"prompt": "count me"})
     metrics = TestClient(state.metrics.app())
@@ -463,3 +538,26 @@ def test_metrics_app_exposes_counters_and_load(state, client):
     assert 'edge_diffusion_requests_total{route="generate",status="200"}' in text
     assert metrics.get("/load").json() == {"in_flight": 0, "queue_depth": 0, "load": 0.0, "streams": 0}
     assert client.get("/metrics", headers=AUTH).status_code == 404  # never on the public port
+
+
+def test_log_prompts_puts_the_prompt_in_the_request_line_only_when_asked(cpu_backend, caplog):
+    for log_prompts in (False, True):
+        state = make_state(cpu_backend, log_prompts=log_prompts)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="serving.access"), TestClient(create_app(state)) as c:
+            assert c.post("/generate", json={"prompt": "lantern-marker", "num_inference_steps": 1}).status_code == 200
+        (line,) = [r for r in caplog.records if r.name == "serving.access"]
+        assert (line.fields.get("prompt") == "lantern-marker") is log_prompts
+
+
+def test_library_warnings_quoting_the_prompt_are_redacted_unless_log_prompts():
+    from serving.logconfig import PromptRedaction
+
+    def record():
+        return logging.LogRecord("diffusers.pipelines.stable_diffusion", logging.WARNING, __file__, 1,
+                                 "The following part of your input was truncated because CLIP can only handle "
+                                 "sequences up to %d tokens: %s", (77, ["secret tail"]), None)
+
+    redacted = record()
+    assert PromptRedaction().filter(redacted) and "secret tail" not in redacted.getMessage()
+    assert "truncated" in redacted.getMessage() and "--log-prompts" in redacted.getMessage()

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
+import time
 import zlib
 
 import httpx
@@ -559,7 +561,82 @@ def test_served_through_get_v1_endpoints(api, service_account, cpu_backend):
         assert response.status_code == 200, response.text
         assert response.json() == endpoints_from_objects(api.endpoint_slices, api.nodes, NODE_PORT)
         api.fail_with = 403
+        # The last good list, marked stale, while the API fails...
+        response = client.get("/v1/endpoints", headers={"Authorization": "Bearer k"})
+        assert response.status_code == 200 and all(e["stale"] for e in response.json())
+        # ...and 503 when there has never been one.
+        state.inventory = KubernetesInventory(SERVICE, NAMESPACE, NODE_PORT, service_account_dir=service_account,
+                                              cache_ttl=0, transport=httpx.MockTransport(api))
+    with TestClient(create_app(state)) as client:
         response = client.get("/v1/endpoints", headers={"Authorization": "Bearer k"})
         assert response.status_code == 503 and response.headers["Retry-After"]
         # The API server's message (which names the service account) stays in the server log, not the answer.
         assert "serviceaccount" not in response.text
+
+
+# -- control-plane outage: the last good list, one refresh at a time --------------------------------------------
+def test_outage_serves_the_last_good_list_marked_stale_without_waiting_per_caller(api, service_account):
+    hang = asyncio.Event()
+
+    async def handler(request):
+        if hang.is_set():
+            await asyncio.sleep(30)  # the link to the region is down: the API never answers
+        return api(request)
+
+    async def scenario():
+        inv = KubernetesInventory(SERVICE, NAMESPACE, NODE_PORT, service_account_dir=service_account, cache_ttl=0.05,
+                                  stale_wait=0.2, transport=httpx.MockTransport(handler))
+        fresh = await inv.list_endpoints()
+        await asyncio.sleep(0.06)
+        hang.set()
+        calls_before = len(api.requests)
+        started = time.monotonic()
+        burst = await asyncio.gather(*(inv.list_endpoints() for _ in range(10)))
+        elapsed = time.monotonic() - started
+        refreshes = len(api.requests) - calls_before
+        await asyncio.sleep(0.3)
+        again = await inv.list_endpoints()  # the refresh is still hanging: no second one starts
+        refreshes_after = len(api.requests) - calls_before
+        await inv.aclose()
+        return fresh, burst, elapsed, refreshes, again, refreshes_after
+
+    fresh, burst, elapsed, refreshes, again, refreshes_after = asyncio.run(scenario())
+    assert elapsed < 1.0  # one bounded wait for the whole burst, not N x the API timeout
+    assert refreshes <= 2 and refreshes_after == refreshes  # one refresh in flight (its parallel reads)
+    for answer in (*burst, again):
+        assert [e["url"] for e in answer] == [e["url"] for e in fresh]
+        assert all(e["stale"] is True and e["age_s"] >= 0.05 for e in answer)
+    assert all("stale" not in e for e in fresh)
+
+
+def test_failed_refresh_serves_stale_and_no_cache_is_an_error(api, service_account):
+    async def scenario():
+        inv = KubernetesInventory(SERVICE, NAMESPACE, NODE_PORT, service_account_dir=service_account, cache_ttl=0,
+                                  transport=httpx.MockTransport(api))
+        await inv.list_endpoints()
+        api.fail_with = 500
+        stale = await inv.list_endpoints()
+        await inv.aclose()
+        fresh_inv = KubernetesInventory(SERVICE, NAMESPACE, NODE_PORT, service_account_dir=service_account,
+                                        transport=httpx.MockTransport(api))
+        with pytest.raises(InventoryError):
+            await fresh_inv.list_endpoints()
+        return stale
+
+    assert all(e["stale"] for e in asyncio.run(scenario()))
+
+
+def test_inventory_without_namespace_outside_a_pod_exits_2_with_a_message(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.serving.conftest import REPO_ROOT
+
+    result = subprocess.run(
+        [sys.executable, "-m", "serving", "serve", "--model", str(tmp_path), "--inventory-service", "edge-diffusion"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO_ROOT), "HOME": str(tmp_path)})
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    (line,) = [json.loads(x) for x in result.stderr.splitlines() if "configuration error" in x]
+    assert "--inventory-namespace" in line["msg"] and line["level"] == "error"

@@ -29,8 +29,10 @@ def server(tiny_model, tmp_path_factory):
     (tmp / "key").write_text(KEY)
     srv = LiveServer(tiny_model, tmp / "server.log", "--max-concurrency", "1", "--max-queue", "4",
                      "--request-timeout", "60", "--max-steps", str(SLOW), "--header-timeout", "1",
-                     "--keepalive-timeout", "1", "--max-connections", "40",
-                     env={"SERVING_API_KEY_FILE": str(tmp / "key")}).wait_ready()
+                     "--keepalive-timeout", "1", "--max-connections", "40", "--metrics-host", "127.0.0.2",
+                     env={"SERVING_API_KEY_FILE": str(tmp / "key")})
+    srv.metrics_url = f"http://127.0.0.2:{srv.metrics_port}"
+    srv.wait_ready()
     yield srv
     assert srv.stop() == 0, srv.log_text()
 
@@ -220,3 +222,23 @@ def test_drain_lets_a_slow_reader_finish_its_response(tiny_model, tmp_path):
         assert exited[0] - signalled < 12 + 1 + 0.5
     finally:
         srv.stop()
+
+
+# -- 4. logs: JSON lines only, and no prompt text without --log-prompts -------------------------------------------
+def test_every_log_line_is_json_and_long_prompts_do_not_leak(server):
+    marker = "zebracrossingmarker"
+    prompt = " ".join(["a quiet harbour at dawn with fishing boats"] * 20 + [marker])  # far past 77 tokens
+    r = httpx.post(server.url + "/generate", json={"prompt": prompt, "num_inference_steps": 2}, headers=AUTH, timeout=30)
+    assert r.status_code == 200
+    time.sleep(0.3)
+    text = server.log_text()
+    assert marker not in text
+    for line in text.splitlines():
+        assert isinstance(json.loads(line), dict), line  # includes library warnings (transformers, diffusers)
+
+
+# -- 9. the metrics port binds --metrics-host ---------------------------------------------------------------------
+def test_metrics_port_binds_the_metrics_host(server):
+    assert httpx.get(server.metrics_url + "/metrics", timeout=2).status_code == 200
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=2)

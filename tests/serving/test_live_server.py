@@ -80,7 +80,7 @@ def test_error_classes(server):
     assert too_big.status_code == 413
     assert gen(server, headers={"Accept": "text/plain"}).status_code == 406
     assert httpx.get(server.url + "/nope", headers=AUTH).json()["error"]["type"] == "not_found"
-    assert gen(server, {"prompt": "x", "response_format": "url"}, path="/v1/images/generations").status_code == 422
+    assert gen(server, {"prompt": "x", "response_format": "url"}, path="/v1/images/generations").status_code == 400
 
 
 def test_timeout_is_504_and_the_generation_is_aborted(server):
@@ -119,7 +119,7 @@ def test_openai_client(server):
     assert len(result.data) == 2
     for item in result.data:
         assert Image.open(io.BytesIO(base64.b64decode(item.b64_json))).size == (64, 64)
-    with pytest.raises(openai.UnprocessableEntityError) as err:
+    with pytest.raises(openai.BadRequestError) as err:
         client.images.generate(prompt="a red kite", response_format="url")
     assert "b64_json" in str(err.value)
     with pytest.raises(openai.AuthenticationError):
