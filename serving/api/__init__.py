@@ -8,13 +8,16 @@
 """
 from __future__ import annotations
 
+import json
+
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 from fastapi.staticfiles import StaticFiles
 
 from serving.api.gateway import MAX_BODY_BYTES, PUBLIC_PATHS, GatewayMiddleware
 from serving.api.generation import add_generation_routes, negotiate_image_type
 from serving.api.probes import STATIC_DIR, add_probe_routes
-from serving.api.responses import install_error_handlers
+from serving.api.responses import OPENAI_PREFIX, install_error_handlers
 from serving.edits import add_edit_routes
 from serving.state import ServerState
 from serving.stream_ws import add_stream_routes
@@ -49,4 +52,20 @@ def create_app(state: ServerState) -> FastAPI:
     # check_dir=False: the directory may be added after the app is built (and is absent in slim images).
     app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")
     app.add_middleware(GatewayMiddleware, state=state, routes=app.router.routes)
+    app.openapi = lambda: _openapi(app)
     return app
+
+
+def _openapi(app: FastAPI) -> dict:
+    """FastAPI documents a 422 on every route with a body; /v1 routes answer validation errors with 400."""
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        for path, operations in schema["paths"].items():
+            if path.startswith(OPENAI_PREFIX):
+                for operation in operations.values():
+                    operation.get("responses", {}).pop("422", None)
+        if '"#/components/schemas/HTTPValidationError"' not in json.dumps(schema["paths"]):
+            for name in ("HTTPValidationError", "ValidationError"):
+                schema.get("components", {}).get("schemas", {}).pop(name, None)
+        app.openapi_schema = schema
+    return app.openapi_schema
