@@ -26,6 +26,18 @@ $(VENV)/.installed: requirements.txt requirements-serving.txt requirements-dev.t
 	$(PY) -m pip install -q -r requirements.txt -r requirements-serving.txt -r requirements-dev.txt
 	touch $@
 
+# The Neuron image's diffusers/transformers/hub/tokenizers/numpy (constraints-neuron.txt) over the dev venv: a .pth
+# file appends the dev venv's site-packages, so these five shadow its versions and everything else (the CPU torch,
+# FastAPI, pytest) comes from it. The Neuron modules themselves stay faked at the import boundary in the tests.
+NEURON_SET := .venv-neuron-set
+$(NEURON_SET)/.installed: constraints-neuron.txt $(VENV)/.installed
+	test -x $(NEURON_SET)/bin/python || $(PYTHON) -m venv $(NEURON_SET)
+	$(NEURON_SET)/bin/python -m pip install -q --no-deps \
+	  $$(grep -E '^(diffusers|transformers|tokenizers|huggingface-hub|numpy)==' constraints-neuron.txt)
+	$(PY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])" \
+	  > "$$($(NEURON_SET)/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/zz_dev_venv.pth"
+	touch $@
+
 # checkov pins dependencies that clash with the app's, so it gets its own venv.
 .venv-checkov/.installed: requirements-checkov.txt
 	test -x .venv-checkov/bin/python || $(PYTHON) -m venv .venv-checkov
@@ -61,8 +73,11 @@ crd-imports: node_modules/.installed
 	rm -rf imports
 	cdk8s import --language python --output imports
 
-test: setup
+test: setup $(NEURON_SET)/.installed
 	$(PY) -m pytest $(PYTEST_ARGS)
+	# The serving tests again under the Neuron image's Python set (constraints-neuron.txt); server processes and
+	# the browser ran above, and tests of CPU/CUDA-only loading behaviour are marked server_set_only.
+	$(NEURON_SET)/bin/python -m pytest tests/serving -q -p no:cacheprovider -m "not slow and not server_set_only"
 
 $(TINY_MODEL)/model_index.json: $(VENV)/.installed
 	$(PY) -m serving tiny-model $(TINY_MODEL)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 #: Written next to model_index.json; serving.modelconfig reads it for request defaults.
@@ -29,13 +30,21 @@ def byte_alphabet() -> dict[int, str]:
 
 def _tiny_tokenizer():
     """A CLIP tokenizer over the byte alphabet (no merges): every prompt tokenizes, nothing is downloaded."""
-    from transformers import CLIPTokenizer
+    from transformers import CLIPTokenizer, CLIPTokenizerFast
 
     vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
     for ch in byte_alphabet().values():
         vocab[ch] = len(vocab)
         vocab[ch + "</w>"] = len(vocab)
-    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)
+    try:
+        return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)
+    except TypeError:
+        # transformers 4.x (the Neuron image's set, constraints-neuron.txt) builds CLIP tokenizers from files only.
+        with tempfile.TemporaryDirectory() as tmp:
+            vocab_file, merges_file = Path(tmp, "vocab.json"), Path(tmp, "merges.txt")
+            vocab_file.write_text(json.dumps(vocab))
+            merges_file.write_text("#version: 0.2\n")
+            return CLIPTokenizerFast(vocab_file=str(vocab_file), merges_file=str(merges_file), model_max_length=77)
 
 
 def write_tiny_model(out_dir: str | Path, seed: int = 0) -> Path:
