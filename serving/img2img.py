@@ -44,6 +44,10 @@ def decode_image(data: bytes, param: str, min_size: int, max_size: int, width: i
 
     try:
         image = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError:
+        # Pillow refuses headers claiming hundreds of megapixels before our own bound check could.
+        raise InvalidRequest(f"{param}: the image is far larger than this server's bounds ({min_size}..{max_size} "
+                             "per side)", param=param) from None
     except (UnidentifiedImageError, OSError, ValueError):
         raise InvalidRequest(f"{param}: not a decodable PNG, JPEG or WebP image", param=param) from None
     if image.format not in INPUT_FORMATS:
