@@ -378,5 +378,15 @@ def test_playground_in_chromium_over_https(server, pki, tmp_path):
             page.click("#generate-button")
             page.wait_for_function("() => document.getElementById('result-image').naturalWidth > 0")
             page.screenshot(path=str(tmp_path / "playground-https.png"))
+            # The camera mode streams over wss:// from an https page (mixed content would be blocked).
+            sockets = []
+            page.on("websocket", lambda ws: sockets.append(ws.url))
+            page.fill("#steps", "2")  # the stream's strength 0.5 needs steps x strength >= 1
+            page.select_option("#camera-size", "256")
+            page.click("#camera-start")
+            page.wait_for_function("() => Number(document.getElementById('camera-frames').textContent) >= 3",
+                                   timeout=90_000)
+            page.click("#camera-stop")
+            assert sockets == [f"wss://{SERVER_NAME}:{server.port}/v1/stream"]
         finally:
             browser.close()
