@@ -36,6 +36,11 @@ def templates(cloud_assembly) -> dict[str, dict]:
     return {stack.stack_name: stack.template for stack in cloud_assembly.stacks}
 
 
+# One variant with every opt-in part on, shared by the tests that need them (each variant costs a synth).
+ADDONS_VARIANT = {"volcano_enabled": True, "workloads__warm_spare_nodes": 1,
+                  "admin_principal_arn": "arn:aws:iam::123456789012:role/Admin"}
+
+
 @functools.cache
 def _synth_cluster(overrides: str) -> tuple[dict, tuple[str, ...]]:
     import aws_cdk as cdk

@@ -7,6 +7,7 @@ import json
 import versions
 from edge_config import load_config
 from edge_constructs.cluster_addons import SYSTEM_NODE_SELECTOR
+from tests.conftest import ADDONS_VARIANT
 from tests.k8s_schema import validate_k8s_object
 from tests.test_edge_config import DEFAULT_CONTEXT
 from tools.render_manifests import HELM_TYPE, MANIFEST_TYPE, extract_helm_releases, extract_manifests
@@ -47,7 +48,7 @@ def test_volcano_is_opt_in_and_nothing_is_scheduled_by_it(templates):
 
 
 def test_enabled_volcano_queue_waits_for_the_admission_webhook(cluster_template):
-    template = cluster_template(volcano_enabled=True)
+    template = cluster_template(**ADDONS_VARIANT)
     chart_id, chart = _helm_resource(template, "volcano")
     # helm --wait returns only once the admission Deployment is available, i.e. its webhook answers.
     assert chart["Properties"].get("Wait") is True
@@ -65,7 +66,7 @@ def test_enabled_volcano_queue_waits_for_the_admission_webhook(cluster_template)
 
 
 def test_volcano_values_use_keys_the_chart_reads(cluster_template):
-    values = extract_helm_releases(cluster_template(volcano_enabled=True))["Volcano"]["values"]
+    values = extract_helm_releases(cluster_template(**ADDONS_VARIANT))["Volcano"]["values"]
     # Volcano 1.15.1 templates read custom.<component>_ns as the nodeSelector of each component.
     assert values["custom"] == {f"{c}_ns": SYSTEM_NODE_SELECTOR
                                 for c in ("default", "admission", "controller", "scheduler")}

@@ -1,6 +1,8 @@
 """EdgeCluster: who can reach the cluster."""
 from __future__ import annotations
 
+from tests.conftest import ADDONS_VARIANT
+
 
 def test_no_admin_principal_warns_at_synth_how_to_add_one(cluster_warnings):
     warnings = [w for w in cluster_warnings() if "admin_principal_arn" in w]
@@ -10,5 +12,5 @@ def test_no_admin_principal_warns_at_synth_how_to_add_one(cluster_warnings):
 
 
 def test_an_admin_principal_silences_the_warning(cluster_warnings):
-    warnings = cluster_warnings(admin_principal_arn="arn:aws:iam::123456789012:role/Admin")
+    warnings = cluster_warnings(**ADDONS_VARIANT)
     assert not [w for w in warnings if "admin_principal_arn" in w]

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import ADDONS_VARIANT, REPO_ROOT
 from tools.render_manifests import HELM_TYPE, MANIFEST_TYPE, _group_names, extract_manifests
 
 HANDLER = REPO_ROOT / "edge_constructs" / "handlers" / "karpenter_teardown.py"
@@ -37,7 +37,7 @@ def _has_pods(objects: list[dict]) -> bool:
 @pytest.fixture(scope="module")
 def cluster(cluster_template) -> dict:
     # Warm spare on, so every pod-carrying chart the stack can apply is present.
-    return cluster_template(workloads__warm_spare_nodes=1)
+    return cluster_template(**ADDONS_VARIANT)
 
 
 def test_nodes_are_terminated_after_the_workloads_and_before_karpenter(cluster):

@@ -10,15 +10,15 @@ import json
 import pytest
 
 from tests.k8s_cel import CelReport, apply_defaults, check_objects, crd_schemas, rules_in_crds
+from tests.conftest import ADDONS_VARIANT
 from tools.render_manifests import extract_manifests
 
-VARIANT = {"volcano_enabled": True}
 
 
 @pytest.fixture(scope="module")
 def applied_objects(templates, cluster_template) -> list[dict]:
     unique: dict[str, dict] = {}
-    for template in [*templates.values(), cluster_template(**VARIANT)]:
+    for template in [*templates.values(), cluster_template(**ADDONS_VARIANT)]:
         for group in extract_manifests(template).values():
             unique.update((json.dumps(o, sort_keys=True), o) for o in group)
     return list(unique.values())

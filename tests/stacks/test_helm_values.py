@@ -4,16 +4,16 @@ from __future__ import annotations
 import pytest
 
 import versions
+from tests.conftest import ADDONS_VARIANT
 from tests.helm_values import chart_keys, check_release
 from tools.render_manifests import extract_helm_releases
 
-VARIANT = {"volcano_enabled": True}
 
 
 @pytest.fixture(scope="module")
 def releases(templates, cluster_template) -> dict[str, dict]:
     found = {}
-    for template in [*templates.values(), cluster_template(**VARIANT)]:
+    for template in [*templates.values(), cluster_template(**ADDONS_VARIANT)]:
         found.update(extract_helm_releases(template))
     return found
 
