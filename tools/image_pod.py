@@ -43,6 +43,11 @@ LOCAL_OVERRIDES: dict[str, str | None] = {
     "SERVING_INVENTORY_SERVICE": None,
     "SERVING_INVENTORY_NAMESPACE": None,
     "SERVING_INVENTORY_NODE_PORT": None,
+    # The serving Secret comes from cert-manager in the cluster; the local run serves plain HTTP.
+    "SERVING_TLS_CERT_FILE": None,
+    "SERVING_TLS_KEY_FILE": None,
+    "SERVING_TLS_CA_FILE": None,
+    "SERVING_TLS_SERVER_NAME": None,
 }
 DIAGNOSTIC_ENV = {"PYTHONVERBOSE": "1"}
 _COMPILED_FROM_SOURCE = re.compile(r"^# code object from '?([^']+\.py)'?$")
@@ -63,7 +68,7 @@ def rendered_deployment(accelerator: str | None = None) -> dict:
         images={acc: f"local/edge-diffusion-{acc}:image-test" for acc in config.accelerators},
         service_account_name="inference",
         api_key_secret_arn="arn:aws:secretsmanager:us-west-2:111122223333:secret:image-test-AbCdEf",
-        region=config.region, autoscaler_namespace="keda")
+        region=config.region, autoscaler_namespace="keda", tls=config.tls)
     deployments = [o for o in chart.to_json() if o["kind"] == "Deployment"
                    and o["spec"]["template"]["metadata"]["labels"].get("edge-diffusion.aws/accelerator") == chosen]
     if len(deployments) != 1:
