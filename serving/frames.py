@@ -13,6 +13,7 @@ so a new prompt or seed is a buffer copy, not a recapture.
 from __future__ import annotations
 
 import copy
+import functools
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -61,15 +62,20 @@ class FrameRunner:
 
     def __init__(self, pipe: Any, vae: Any | None = None, cuda_graphs: bool = True):
         self.pipe = pipe
-        self.unet = pipe.unet
-        self.vae = vae if vae is not None else pipe.vae
+        self.unet = getattr(pipe.unet, "_orig_mod", pipe.unet)
+        self.vae = vae if vae is not None else getattr(pipe.vae, "_orig_mod", pipe.vae)
+        # The classes' own methods, not the instances': the GPU path may replace unet.forward / vae.decode with
+        # torch.compile'd or graph-replaying wrappers for the REST shapes, and a frame of a shape they were not
+        # warmed for must never compile at request time. Frames get their own capture (below) instead.
+        self._unet_forward = functools.partial(type(self.unet).forward, self.unet)
+        self._vae_encode = functools.partial(type(self.vae).encode, self.vae)
+        self._vae_decode = functools.partial(type(self.vae).decode, self.vae)
         self.device = self.unet.device
         self.dtype = self.unet.dtype
         self.vae_dtype = next(self.vae.parameters()).dtype
         self.scaling = float(getattr(self.vae.config, "scaling_factor", 1.0) or 1.0)
         self.latent_channels = self.unet.config.in_channels
-        # A UNet already compiled with CUDA-graph trees (reduce-overhead) must not be captured a second time.
-        self.cuda_graphs = cuda_graphs and self.device.type == "cuda" and not hasattr(self.unet, "_orig_mod")
+        self.cuda_graphs = cuda_graphs and self.device.type == "cuda"
         self._graphs: OrderedDict[tuple, _CudaGraphFrame] = OrderedDict()
         self._graphs_lock = threading.Lock()
 
@@ -122,7 +128,7 @@ class FrameRunner:
         """Pixels in [-1, 1] (1x3xHxW) -> pixels in [-1, 1]. Pure tensor work: capturable as a CUDA graph."""
         import torch
 
-        encoded = self.vae.encode(x)
+        encoded = self._vae_encode(x)
         latents = encoded.latents if hasattr(encoded, "latents") else encoded.latent_dist.mode()
         latents = latents.to(self.dtype) * self.scaling
         a, b = p.noise_coeffs
@@ -136,12 +142,12 @@ class FrameRunner:
                 raise GenerationCancelled()
             model_in = torch.cat([latents, latents]) if p.cfg else latents
             model_in = scheduler.scale_model_input(model_in, t)
-            eps = self.unet(model_in, t_device, encoder_hidden_states=embeds, return_dict=False)[0]
+            eps = self._unet_forward(model_in, t_device, encoder_hidden_states=embeds, return_dict=False)[0]
             if p.cfg:
                 uncond, cond = eps.chunk(2)
                 eps = uncond + p.config.guidance_scale * (cond - uncond)
             latents = scheduler.step(eps, t, latents, return_dict=False)[0].to(self.dtype)
-        return self.vae.decode((latents / self.scaling).to(self.vae_dtype), return_dict=False)[0]
+        return self._vae_decode((latents / self.scaling).to(self.vae_dtype), return_dict=False)[0]
 
     def _graph(self, prepared: Prepared) -> "_CudaGraphFrame":
         key = prepared.graph_key

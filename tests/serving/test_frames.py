@@ -79,3 +79,17 @@ def test_tiny_autoencoder(pipe, taesd_dir):
     assert out.size == (64, 64)
     with pytest.raises(ValueError, match="no config.json"):
         load_stream_vae(str(taesd_dir / "missing"), pipe)
+
+
+def test_frames_bypass_instance_level_wrappers(pipe, monkeypatch):
+    """The GPU path may wrap unet.forward / vae.decode per instance (torch.compile, graph runners) for the REST
+    shapes; frames use the classes' own methods, so an unwarmed frame shape can never compile mid-request."""
+
+    def wrapped(*args, **kwargs):
+        raise AssertionError("a frame went through an instance-level wrapper")
+
+    monkeypatch.setattr(pipe.unet, "forward", wrapped)
+    monkeypatch.setattr(pipe.vae, "decode", wrapped)
+    monkeypatch.setattr(pipe.vae, "encode", wrapped)
+    runner = FrameRunner(pipe)
+    assert runner.run(runner.prepare(CONFIG, 64, 64), frame(), threading.Event()).size == (64, 64)
