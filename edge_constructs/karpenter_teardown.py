@@ -38,7 +38,7 @@ class KarpenterNodeTeardown(Construct):
             "Handler",
             runtime=lambda_.Runtime.PYTHON_3_14,
             handler="karpenter_teardown.handler",
-            code=lambda_.Code.from_asset(str(HANDLER_DIR)),
+            code=lambda_.Code.from_asset(str(HANDLER_DIR), exclude=["__pycache__"]),
             timeout=cdk.Duration.minutes(15),
             memory_size=256,
             log_group=log_group,
