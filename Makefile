@@ -19,11 +19,11 @@ TLS_SERVER_NAME := inference.edge-diffusion.internal
 
 setup: $(VENV)/.installed .venv-checkov/.installed node_modules/.installed browser
 
-$(VENV)/.installed: requirements.txt requirements-serving.txt requirements-dev.txt
+$(VENV)/.installed: requirements.txt requirements-serving.txt requirements-bench.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch==2.13.0 resolves to the local CPU build; never let a range pull a CUDA build into the dev venv.
-	$(PY) -m pip install -q -r requirements.txt -r requirements-serving.txt -r requirements-dev.txt
+	$(PY) -m pip install -q -r requirements.txt -r requirements-serving.txt -r requirements-bench.txt -r requirements-dev.txt
 	touch $@
 
 # The Neuron image's diffusers/transformers/hub/tokenizers/numpy (constraints-neuron.txt) over the dev venv: a .pth
@@ -99,6 +99,7 @@ bench: $(VENV)/.installed
 	$(PY) -m benchmarks.cpu
 	$(PY) -m benchmarks.stream
 	$(PY) -m benchmarks.tls
+	$(PY) -m benchmarks.soak
 
 # The serving image, built and run offline (docs/image-build.md): buildah (daemonless, chroot isolation, vfs),
 # a debootstrap stand-in for the base image, the tiny model as the weights. Root only, as in CI.

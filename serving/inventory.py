@@ -328,12 +328,9 @@ class KubernetesInventory:
         return endpoints_from_objects(slices, nodes, node_port, self.scheme, self.node_domain)
 
     async def list_endpoints(self) -> list[dict]:
-        """The current endpoints, read at most once per ``cache_ttl`` by a single refresh at a time.
-
-        When the API is slow or down (a Local Zone that lost its link to the region) callers wait at most
-        ``stale_wait`` for the refresh, then get the last good list with ``"stale": true`` and its age. Only
-        with no good list yet does a failure reach the caller.
-        """
+        """The endpoints, read at most once per ``cache_ttl`` by one refresh at a time. When the API is slow or down
+        (a Local Zone cut off from its region) callers wait at most ``stale_wait``, then get the last good list
+        with ``"stale": true`` and its age; only with no good list yet does the failure reach them."""
         if self._cached is not None and time.monotonic() - self._cached_at < self.cache_ttl:
             return [dict(item) for item in self._cached]
         if self._refresh is None or self._refresh.done():

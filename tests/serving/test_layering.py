@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -56,3 +57,34 @@ def test_serving_imports_nothing_from_benchmarks():
                  for p in SERVING.rglob("*.py")}
     assert not {k: v for k, v in offenders.items() if v}
 
+
+
+def _pinned(path: Path) -> set[str]:
+    names = set()
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            names.add(re.split(r"[=<>~!\[; ]", line, maxsplit=1)[0].lower().replace("_", "-"))
+    return names
+
+
+def test_server_requirements_carry_what_the_server_imports_and_no_load_client_extras():
+    import importlib.metadata
+    import sys
+
+    server = _pinned(REPO_ROOT / "requirements-serving.txt")
+    bench = _pinned(REPO_ROOT / "requirements-bench.txt")
+    assert {"tqdm", "matplotlib"} <= bench and not {"tqdm", "matplotlib"} & server
+    distributions = importlib.metadata.packages_distributions()
+    missing = {}
+    for path in SERVING.rglob("*.py"):
+        if path.name.startswith("bench"):  # the load client: python -m serving bench, from a checkout
+            continue
+        for module in _imports(path):
+            top = module.split(".")[0]
+            if top in sys.stdlib_module_names or top == "serving" or top not in distributions:
+                continue  # accelerator-only packages (optimum-neuron) come with their images
+            dists = {d.lower().replace("_", "-") for d in distributions[top]}
+            if not dists & server:
+                missing[str(path.relative_to(REPO_ROOT))] = sorted(dists)
+    assert not missing
