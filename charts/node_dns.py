@@ -101,5 +101,5 @@ class NodeDnsChart(cdk8s.Chart):
                 seccomp_profile=kplus.SeccompProfile(type=kplus.SeccompProfileType.RUNTIME_DEFAULT)),
         )
         # PodSecurityContextProps has no seccompProfile; Pod Security "restricted" wants it at pod level too.
-        cdk8s.ApiObject.of(deployment).add_json_patch(
-            JsonPatch.add("/spec/template/spec/securityContext/seccompProfile", k8s.SeccompProfile(type="RuntimeDefault")))
+        cdk8s.ApiObject.of(deployment).add_json_patch(JsonPatch.add(
+            "/spec/template/spec/securityContext/seccompProfile", k8s.SeccompProfile(type="RuntimeDefault")))

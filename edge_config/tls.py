@@ -21,7 +21,8 @@ class AcmeConfig(Section):
         Field(None, pattern=r"^Z[A-Z0-9]{1,32}$", description="Route 53 public hosted zone the node names and the "
                                                               "DNS-01 challenge records go in (required for acme)."))
     hosted_zone_name: Annotated[str | None, _DNS_HINT] = Field(
-        None, pattern=DNS_NAME_PATTERN, max_length=200, description="Domain of `hosted_zone_id`, e.g. `example.com` (required for acme).")
+        None, pattern=DNS_NAME_PATTERN, max_length=200,
+        description="Domain of `hosted_zone_id`, e.g. `example.com` (required for acme).")
     node_subdomain: Annotated[str, Hint("give one DNS label like \"nodes\"")] = Field(
         "nodes", pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$",
         description="Label under the zone for per-node names: `<node>.nodes.<zone>`, covered by one wildcard "
@@ -49,8 +50,8 @@ class TLSConfig(Section):
         "inference.edge-diffusion.internal", pattern=DNS_NAME_PATTERN, max_length=253,
         description="private-ca: the one name in the serving certificate; devices connect to a node IP and verify "
                     "this name.")
-    allow_plaintext_nodeport: StrictBool = Field(False, description="Accept `mode: off`: the bearer key then crosses the "
-                                                              "network in clear text.")
+    allow_plaintext_nodeport: StrictBool = Field(
+        False, description="Accept `mode: off`: the bearer key then crosses the network in clear text.")
     certificate_duration_days: int = Field(90, ge=7, le=397, description="Lifetime of the serving certificate "
                                                                          "(private-ca).")
     renew_before_days: int = Field(30, ge=1, le=180, description="Days before expiry cert-manager renews the "

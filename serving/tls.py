@@ -152,7 +152,8 @@ def load_pair(cert_file: str | Path, key_file: str | Path, ca_file: str | Path |
         try:
             context.load_cert_chain(chain_file.name, key_path)
         except (ssl.SSLError, OSError) as exc:
-            raise TLSFileError(f"--tls-cert-file/--tls-key-file: OpenSSL refused {cert_path} with {key_path}: {exc}") from None
+            raise TLSFileError(f"--tls-cert-file/--tls-key-file: OpenSSL refused {cert_path} with {key_path}: "
+                               f"{exc}") from None
     # OpenSSL read the key file again: a rotation in between must not pair the checked certificate with a
     # newer key (a change is retried on the next handshake).
     if _read(key_path, "private key", "--tls-key-file") != key_bytes:
@@ -172,7 +173,8 @@ class ReloadingTLS:
         # resumption keeps working across rotations; the callback only swaps the certificate in.
         self.front = self.current.context
         self.front.sni_callback = self._on_client_hello
-        log.info("tls certificate loaded", extra={"fields": {"cert_file": str(self.cert_file), **self.current.describe()}})
+        log.info("tls certificate loaded",
+                 extra={"fields": {"cert_file": str(self.cert_file), **self.current.describe()}})
 
     def reload_if_changed(self) -> bool:
         """Load the files again if they changed since the last attempt; True when a new pair is now served."""

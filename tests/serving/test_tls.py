@@ -390,3 +390,13 @@ def test_playground_in_chromium_over_https(server, pki, tmp_path):
             assert sockets == [f"wss://{SERVER_NAME}:{server.port}/v1/stream"]
         finally:
             browser.close()
+
+
+def test_tls_name_settings_are_dns_names():
+    from serving.settings import Settings, SettingsError
+
+    with pytest.raises(SettingsError, match=r"--tls-server-name \(env SERVING_TLS_SERVER_NAME\): must be a DNS name"):
+        Settings(model="m", tls_cert_file="c", tls_key_file="k", tls_server_name="Bad_Name")
+    with pytest.raises(SettingsError, match=r"--inventory-node-domain \(env SERVING_INVENTORY_NODE_DOMAIN\)"):
+        Settings(model="m", inventory_node_domain="nodes..example.com")
+    assert Settings(model="m", tls_cert_file="c", tls_key_file="k", tls_server_name=SERVER_NAME).tls_server_name
