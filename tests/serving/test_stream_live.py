@@ -243,9 +243,11 @@ def test_idle_stream_is_closed(server):
 
 def test_a_client_waiting_for_a_slow_frame_is_not_idle(server):
     with open_stream(server) as ws:
-        ws.send(json.dumps({"prompt": "slow", "num_inference_steps": 150, "strength": 1.0}))
-        ws.send(image_bytes((128, 128)))
-        header, _ = recv_frame(ws, timeout=30)
+        # The largest frame and step count the server allows, so the frame outlasts the 1.5 s idle timeout by a
+        # wide margin even on a fast CPU (128x128 at 150 steps once took only 1.39 s in CI).
+        ws.send(json.dumps({"prompt": "slow", "num_inference_steps": 200, "strength": 1.0}))
+        ws.send(image_bytes((256, 256)))
+        header, _ = recv_frame(ws, timeout=60)
         assert header["inference_ms"] > 1500  # longer than --stream-idle-timeout, and still answered
 
 
