@@ -3,8 +3,7 @@
 Client -> server: a JSON config text message (again at any time; it applies to the next frame), then binary
 frames (JPEG, PNG or WebP). Server -> client per processed frame: {"type": "frame", "seq", "inference_ms",
 "dropped"} and the output image as one binary message. Latest frame wins: one frame may wait per stream; a newer
-one replaces it and counts as dropped. Errors are {"type": "error", "error": {"message", "field"}} and leave
-the stream open.
+one replaces it and counts as dropped. Errors ({"type": "error", "error": {"message", "field"}}) keep it open.
 """
 from __future__ import annotations
 
@@ -33,9 +32,8 @@ log = logging.getLogger("serving.stream")
 
 
 class _DenialFilter(logging.Filter):
-    """uvicorn logs "returned without completing handshake" at error level after every denial response (the
-    401/429/503 refusals below), although the response was sent; this route always accepts or denies, so the
-    line carries no information here."""
+    """uvicorn logs "returned without completing handshake" as an error after every denial response (the
+    401/429/503 refusals below) although the response was sent, so here the line carries no information."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         return record.getMessage() != "ASGI callable returned without completing handshake."
@@ -73,6 +71,8 @@ class StreamSession:
         self.hub = state.streams
         self.settings = state.settings
         self.config: FrameConfig | None = None
+        # Why the last config was refused: frames before any accepted config report it instead of asking again.
+        self.config_error: str | None = None
         self.pending: tuple[int, bytes, float] | None = None
         self.received = 0
         self.dropped = 0
@@ -149,13 +149,18 @@ class StreamSession:
             return
         try:
             self.config = self._resolve(ConfigMessage(**raw))
+            self.config_error = None
         except ValidationError as exc:
             first = exc.errors()[0]
             field = ".".join(str(p) for p in first.get("loc", ())) or None
             message = "unknown field" if first.get("type") == "extra_forbidden" else first.get("msg")
-            await self.send_error(f"{field}: {message}", field)
+            await self._refuse_config(f"{field}: {message}", field)
         except InvalidRequest as exc:
-            await self.send_error(exc.message, exc.param)
+            await self._refuse_config(exc.message, exc.param)
+
+    async def _refuse_config(self, message: str, field: str | None) -> None:
+        self.config_error = message
+        await self.send_error(message, field)
 
     def _resolve(self, msg: ConfigMessage) -> FrameConfig:
         d, s = self.state.defaults, self.settings
@@ -214,7 +219,11 @@ class StreamSession:
     async def _process(self, seq: int, data: bytes, received: float) -> None:
         config = self.config
         if config is None:
-            await self.send_error("send a JSON config message (at least a prompt) before frames", "config")
+            if self.config_error is None:
+                await self.send_error("send a JSON config message (at least a prompt) before frames", "config")
+            else:
+                await self.send_error(f"no config accepted yet; the last one was refused ({self.config_error}): "
+                                      "send a corrected config", "config")
             return
         s = self.settings
         try:

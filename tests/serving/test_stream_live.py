@@ -216,6 +216,16 @@ def test_errors_name_the_field_and_keep_the_stream_open(server):
         assert header["seq"] == 6
 
 
+def test_a_frame_after_a_refused_first_config_says_why(server):
+    """One step at strength 0.5 is an empty schedule; the frame that follows must not ask for a config again."""
+    with open_stream(server) as ws:
+        ws.send(json.dumps({"prompt": "x", "num_inference_steps": 1, "strength": 0.5}))
+        assert recv_json(ws)["error"]["field"] == "strength"
+        ws.send(image_bytes())
+        error = recv_json(ws)["error"]
+        assert error["field"] == "config" and "refused" in error["message"] and "strength" in error["message"]
+
+
 def test_max_streams_and_load_signal(server):
     with open_stream(server), open_stream(server):
         with pytest.raises(InvalidStatus) as refused:
