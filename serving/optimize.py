@@ -27,10 +27,36 @@ DTYPES: dict[str, torch.dtype] = {
 # instead of growing GPU memory without bound.
 MAX_CUDA_GRAPHS = 8
 
-# torch.compile mode per combination. "max-autotune" turns on inductor's own CUDA graphs, which is what we want
-# only when CUDA graphs were asked for; otherwise every new request shape would pin another graph pool.
+# torch.compile modes the server accepts (--compile-mode). Two of them make inductor capture CUDA graphs itself.
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+GRAPH_MODES = frozenset({"reduce-overhead", "max-autotune"})
+# The same mode without CUDA graphs, for devices that have none (CPU).
+_WITHOUT_GRAPHS = {"reduce-overhead": "default", "max-autotune": "max-autotune-no-cudagraphs"}
+# The mode when none is given. Autotuning costs minutes per shape, but the compile cache (serving.compilecache) pays
+# that once per GPU model, torch/triton release and shape set; every later pod loads the tuned kernels. With
+# --cuda-graphs the autotuned mode that also captures graphs.
 COMPILE_MODE_WITH_GRAPHS = "max-autotune"
 COMPILE_MODE_NO_GRAPHS = "max-autotune-no-cudagraphs"
+
+
+def configure_numerics(device_type: str) -> dict[str, Any]:
+    """Set the process-wide numerics switches once (server and benchmark alike) and return their values.
+
+    cuda: TF32 for float32 matmuls and convolutions (the served weights are float16/bfloat16, so only stray float32
+    work is affected, and cuDNN convolutions already default to TF32), and cudnn.benchmark on, because the fast path
+    serves a fixed, warmed shape set: the per-shape algorithm search runs during warm-up, and an off-path shape pays
+    it once. Other devices are left as they are.
+    """
+    if device_type == "cuda":
+        torch.backends.cuda.matmul.fp32_precision = "tf32"
+        torch.backends.cudnn.conv.fp32_precision = "tf32"
+        torch.backends.cudnn.benchmark = True
+    return {
+        "device_type": device_type,
+        "matmul_fp32_precision": torch.backends.cuda.matmul.fp32_precision,
+        "cudnn_conv_fp32_precision": torch.backends.cudnn.conv.fp32_precision,
+        "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
+    }
 
 
 @dataclass(frozen=True)
@@ -44,6 +70,8 @@ class CudaOptions:
     cuda_graphs: bool = False
     tiny_vae: str | None = None
     deepcache_interval: int = 0
+    # None: max-autotune with cuda_graphs, else max-autotune-no-cudagraphs (COMPILE_MODE_*).
+    compile_mode: str | None = None
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
@@ -64,15 +92,40 @@ class CudaOptions:
                 f"deepcache_interval: {interval!r} is invalid; use 0 to disable DeepCache or an integer >= 2 "
                 "(a full UNet pass every N steps, cached deep features in between)"
             )
-        if self.deepcache_interval and self.cuda_graphs:
+        if self.compile_mode is not None:
+            if self.compile_mode not in COMPILE_MODES:
+                raise ValueError(f"compile_mode: {self.compile_mode!r} is not one of {', '.join(COMPILE_MODES)}")
+            if not self.compile:
+                raise ValueError(f"compile_mode: {self.compile_mode!r} only applies with compile on")
+            if self.cuda_graphs and self.compile_mode not in GRAPH_MODES:
+                raise ValueError(
+                    f"compile_mode: {self.compile_mode!r} captures no CUDA graphs, but cuda_graphs is on; use "
+                    "reduce-overhead or max-autotune, or turn cuda_graphs off"
+                )
+        if self.deepcache_interval and self.graphs:
             raise ValueError(
-                "deepcache_interval and cuda_graphs cannot be combined: DeepCache alternates two UNet paths "
-                "with Python-side state that a single captured graph cannot replay; pick one"
+                "deepcache_interval and cuda_graphs cannot be combined (nor compile_mode reduce-overhead or "
+                "max-autotune, which capture graphs): DeepCache alternates two UNet paths with Python-side state "
+                "that a single captured graph cannot replay; pick one"
             )
 
     @property
     def torch_dtype(self) -> torch.dtype:
         return DTYPES[self.dtype]
+
+    @property
+    def mode(self) -> str | None:
+        """The torch.compile mode on a CUDA device, or None when compile is off."""
+        if not self.compile:
+            return None
+        if self.compile_mode is not None:
+            return self.compile_mode
+        return COMPILE_MODE_WITH_GRAPHS if self.cuda_graphs else COMPILE_MODE_NO_GRAPHS
+
+    @property
+    def graphs(self) -> bool:
+        """Whether CUDA graphs are captured on a CUDA device: ours without compile, inductor's with a graph mode."""
+        return self.cuda_graphs or self.mode in GRAPH_MODES
 
 
 def compile_plan(options: CudaOptions, device_type: str) -> dict[str, Any] | None:
@@ -81,11 +134,11 @@ def compile_plan(options: CudaOptions, device_type: str) -> dict[str, Any] | Non
     Regional compilation (each UNet block separately) is used with DeepCache, because its step-dependent branch
     lives in eager Python between the blocks; otherwise the whole UNet is one full graph.
     """
-    if not options.compile:
+    mode = options.mode
+    if mode is None:
         return None
-    graphs = options.cuda_graphs and device_type == "cuda"
     return {
-        "mode": COMPILE_MODE_WITH_GRAPHS if graphs else COMPILE_MODE_NO_GRAPHS,
+        "mode": mode if device_type == "cuda" else _WITHOUT_GRAPHS.get(mode, mode),
         "fullgraph": True,
         # One static graph per request shape (size, CFG batch): dynamic-shape kernels are slower, and the server
         # sees only a handful of shapes.

@@ -9,6 +9,9 @@ from typing import Any, Mapping
 
 DEVICES = ("auto", "cpu", "cuda", "neuron")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
+# torch.compile modes (serving.optimize.COMPILE_MODES; repeated here so settings never import torch).
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+_S3_URL = re.compile(r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^\s]*)?")
 _DNS_NAME = re.compile(r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*")
 
 
@@ -38,6 +41,9 @@ class Settings:
     log_prompts: bool = False
     dtype: str = "auto"
     compile: bool = False
+    compile_mode: str | None = None
+    compile_cache_dir: str | None = None
+    compile_cache_s3: str | None = None
     cuda_graphs: bool = False
     tiny_vae: str | None = None
     deepcache_interval: int = 0
@@ -139,6 +145,15 @@ def _validate(s: Settings) -> None:
         fail("max_request_cost", f"must be >= 0 (0 = the cost of the largest default-size request), got {s.max_request_cost}")
     if s.metrics_host is not None and not s.metrics_host.strip():
         fail("metrics_host", "must be an address to bind (e.g. 127.0.0.1 or 0.0.0.0), or unset to use --host")
+    if s.compile_mode is not None:
+        if s.compile_mode not in COMPILE_MODES:
+            fail("compile_mode", f"must be one of {', '.join(COMPILE_MODES)}, got {s.compile_mode!r}")
+        if not s.compile:
+            fail("compile_mode", "only applies with --compile")
+    if s.compile_cache_dir is not None and not s.compile_cache_dir.strip():
+        fail("compile_cache_dir", "must be a directory path, or unset")
+    if s.compile_cache_s3 is not None and not _S3_URL.fullmatch(s.compile_cache_s3):
+        fail("compile_cache_s3", f"must be an S3 URL such as s3://bucket/prefix/, got {s.compile_cache_s3!r}")
     if s.deepcache_interval < 0:
         fail("deepcache_interval", f"must be >= 0 (0 disables it), got {s.deepcache_interval}")
     if s.api_key_file and s.api_key_secret_arn:
@@ -213,7 +228,14 @@ _HELP = {
     "skip_warmup": "report ready without the warm-up generation (cold-start benchmarks)",
     "log_prompts": "include prompt text in the logs (request lines and library warnings); off by default",
     "dtype": "weights dtype; auto is float16 on cuda, float32 on cpu",
-    "compile": "cuda: torch.compile the UNet and VAE",
+    "compile": "cuda: torch.compile the UNet and VAE for the warmed shapes (--warmup-sizes x guidance on/off x "
+               "1..--max-images images); other requests run eagerly",
+    "compile_mode": "cuda: torch.compile mode (default, reduce-overhead, max-autotune, max-autotune-no-cudagraphs); "
+                    "default: max-autotune with --cuda-graphs, else max-autotune-no-cudagraphs",
+    "compile_cache_dir": "cuda: directory of saved compile artifacts (image layer or node-local path), loaded at start "
+                         "when the key matches and written after warm-up",
+    "compile_cache_s3": "cuda: s3://bucket/prefix/ for the same artifacts, read and written with the pod's identity; "
+                        "S3 errors are logged and the server compiles instead",
     "cuda_graphs": "cuda: capture CUDA graphs (few-step models)",
     "tiny_vae": "cuda: local directory of a tiny autoencoder (TAESD) to decode with",
     "deepcache_interval": "cuda: reuse deep UNet features every N steps (0 disables)",
@@ -249,7 +271,7 @@ _HELP = {
     "stream_eager": "cuda: run stream frames eagerly instead of replaying captured CUDA graphs",
 }
 
-_CHOICES = {"device": DEVICES, "dtype": DTYPES}
+_CHOICES = {"device": DEVICES, "dtype": DTYPES, "compile_mode": COMPILE_MODES}
 
 
 def _parse_bool(name: str, raw: str) -> bool:

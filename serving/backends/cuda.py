@@ -22,6 +22,7 @@ def cuda_options(settings: Settings):
         dtype=dtype,
         channels_last=True,
         compile=settings.compile,
+        compile_mode=settings.compile_mode,
         cuda_graphs=settings.cuda_graphs,
         tiny_vae=settings.tiny_vae,
         deepcache_interval=settings.deepcache_interval,
@@ -35,13 +36,15 @@ class CudaBackend(DiffusersBackend):
     def load(cls, settings: Settings, defaults: ModelDefaults) -> "CudaBackend":
         import torch
         from serving.loading import load_pipeline
-        from serving.optimize import optimize_pipeline
+        from serving.optimize import configure_numerics, optimize_pipeline
 
         if not torch.cuda.is_available():
             raise RuntimeError("--device cuda was requested but torch sees no usable CUDA device")
         options = cuda_options(settings)
-        if options.cuda_graphs and settings.max_concurrency > 1:
-            raise ValueError("--cuda-graphs replays one captured graph at a time; use --max-concurrency 1 with it")
+        if options.graphs and settings.max_concurrency > 1:
+            raise ValueError("--cuda-graphs (or --compile-mode reduce-overhead/max-autotune) replays captured graphs "
+                             "one at a time, recorded per thread; use --max-concurrency 1 with it")
+        log.info("numerics", extra={"fields": configure_numerics("cuda")})
         pipe = load_pipeline(settings.model, "cuda", options.dtype)
         pipe = optimize_pipeline(pipe, options)
         return cls(pipe, defaults, settings.max_concurrency)

@@ -159,3 +159,28 @@ def test_bench_subcommand_delegates_its_arguments(monkeypatch):
     monkeypatch.setitem(sys.modules, "serving.bench", fake_bench)
     assert cli.main(["bench", "--url", "http://127.0.0.1:1", "--count", "3"]) == 0
     assert seen == {"bench": ["--url", "http://127.0.0.1:1", "--count", "3"]}
+
+
+def test_compile_flags_read_env_and_validate():
+    s = parse(["--model", "m", "--compile"], {"SERVING_COMPILE_MODE": "reduce-overhead",
+                                              "SERVING_COMPILE_CACHE_DIR": "/var/cache/edge",
+                                              "SERVING_COMPILE_CACHE_S3": "s3://edge-cache/compile/"})
+    assert (s.compile_mode, s.compile_cache_dir, s.compile_cache_s3) == \
+        ("reduce-overhead", "/var/cache/edge", "s3://edge-cache/compile/")
+    assert parse(["--model", "m", "--compile", "--compile-mode", "default"]).compile_mode == "default"
+    assert parse(["--model", "m"]).compile_mode is None
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "needle"),
+    [
+        (["--model", "m", "--compile-mode", "default"], {}, "--compile-mode (env SERVING_COMPILE_MODE): only applies"),
+        (["--model", "m", "--compile"], {"SERVING_COMPILE_MODE": "fast"}, "--compile-mode (env SERVING_COMPILE_MODE): "
+                                                                          "must be one of"),
+        (["--model", "m", "--compile-cache-s3", "https://bucket/x"], {}, "--compile-cache-s3 (env SERVING_COMPILE_"),
+        (["--model", "m", "--compile-cache-dir", " "], {}, "--compile-cache-dir (env SERVING_COMPILE_CACHE_DIR)"),
+    ],
+)
+def test_bad_compile_settings_name_the_flag(argv, env, needle):
+    with pytest.raises(SettingsError, match=needle.replace("(", r"\(").replace(")", r"\)")):
+        parse(argv, env)

@@ -1,0 +1,71 @@
+"""The cuda path's options as the server builds them: compile modes, CUDA graphs and the numerics switches."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from serving.backends.cuda import cuda_options
+from serving.optimize import CudaOptions, compile_plan, configure_numerics
+from serving.settings import Settings
+
+pytestmark = pytest.mark.server_set_only
+
+
+@pytest.fixture()
+def restore_numerics():
+    saved = (torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision,
+             torch.backends.cudnn.benchmark)
+    yield
+    (torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision,
+     torch.backends.cudnn.benchmark) = saved
+
+
+def test_numerics_are_set_on_cuda_only_and_reported(restore_numerics):
+    before = configure_numerics("cpu")
+    assert before["cudnn_benchmark"] is False and before["device_type"] == "cpu"
+    assert configure_numerics("cpu") == before  # nothing changes off cuda
+    after = configure_numerics("cuda")
+    assert after == {"device_type": "cuda", "matmul_fp32_precision": "tf32", "cudnn_conv_fp32_precision": "tf32",
+                     "cudnn_benchmark": True}
+    assert torch.backends.cudnn.benchmark is True
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "mode", "graphs"),
+    [
+        ({"compile": True}, "max-autotune-no-cudagraphs", False),
+        ({"compile": True, "cuda_graphs": True}, "max-autotune", True),
+        ({"compile": True, "compile_mode": "default"}, "default", False),
+        ({"compile": True, "compile_mode": "reduce-overhead"}, "reduce-overhead", True),
+        ({"compile": True, "cuda_graphs": True, "compile_mode": "reduce-overhead"}, "reduce-overhead", True),
+        ({"cuda_graphs": True}, None, True),
+        ({}, None, False),
+    ],
+)
+def test_compile_mode_and_graphs(kwargs, mode, graphs):
+    options = CudaOptions(**kwargs)
+    assert (options.mode, options.graphs) == (mode, graphs)
+    if mode is not None:
+        assert compile_plan(options, "cuda")["mode"] == mode
+        # No CUDA graphs off cuda: the graph modes fall back to their graph-free twins.
+        assert compile_plan(options, "cpu")["mode"] in ("default", "max-autotune-no-cudagraphs")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"compile_mode": "default"}, "compile_mode: 'default' only applies with compile on"),
+        ({"compile": True, "compile_mode": "turbo"}, "compile_mode: 'turbo' is not one of"),
+        ({"compile": True, "cuda_graphs": True, "compile_mode": "default"}, "captures no CUDA graphs"),
+        ({"compile": True, "compile_mode": "reduce-overhead", "deepcache_interval": 2}, "cannot be combined"),
+    ],
+)
+def test_bad_compile_options_name_the_field(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        CudaOptions(**kwargs)
+
+
+def test_server_settings_reach_the_options():
+    settings = Settings(model="m", device="cuda", compile=True, compile_mode="reduce-overhead")
+    assert cuda_options(settings).mode == "reduce-overhead"
+    assert cuda_options(Settings(model="m", device="cuda", compile=True)).mode == "max-autotune-no-cudagraphs"
