@@ -268,6 +268,17 @@ class Engine:
             self.on_failed(reason)
 
     # -- lifecycle -----------------------------------------------------------------------------------------
+    async def warm_up(self, warmup: Callable[[threading.Event], None]) -> None:
+        """Run ``warmup(cancel)`` on the generation executor, the thread(s) requests run on: inductor's CUDA-graph
+        trees are recorded per thread, so a warm-up on any other thread would leave requests to record again.
+        close() and shutdown() set ``cancel``, which stops it at its next denoising step."""
+        cancel = threading.Event()
+        self._cancels.add(cancel)
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._executor, warmup, cancel)
+        finally:
+            self._cancels.discard(cancel)
+
     async def drain(self, timeout: float) -> bool:
         """Refuse new work and wait for admitted requests; at the deadline close(). True when all finished."""
         self.draining = True
@@ -303,4 +314,6 @@ class Engine:
             return False
 
     def shutdown(self) -> None:
+        for cancel in list(self._cancels):  # a warm-up still running stops at its next step
+            cancel.set()
         self._executor.shutdown(wait=False, cancel_futures=True)

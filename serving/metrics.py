@@ -47,6 +47,12 @@ class Metrics:
         )
         # process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds, ... (Linux /proc).
         ProcessCollector(registry=self.registry)
+        self.eager_fallback = Counter(
+            "edge_diffusion_eager_fallback",
+            "Requests served off the compiled fast path (cuda with --compile or --cuda-graphs): reason=shape when "
+            "size, guidance or n was not warmed, reason=signature when a warmed request met an unwarmed call",
+            ("reason",), registry=self.registry,
+        )
         self.images = Counter("edge_diffusion_images_generated", "Images generated", registry=self.registry)
         self._state = engine_state
         Gauge("edge_diffusion_queue_depth", "Requests waiting for a slot", registry=self.registry).set_function(

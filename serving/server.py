@@ -94,6 +94,7 @@ async def load_model(state: ServerState, create_backend: Callable | None = None)
     started = time.perf_counter()
     backend = await _in_daemon_thread(lambda: create_backend(settings))
     loaded = time.perf_counter()
+    backend.on_eager_fallback = lambda reason: state.metrics.eager_fallback.labels(reason=reason).inc()
     state.engine.backend = backend
     state.engine.max_cost = settings.max_request_cost or default_max_cost(settings, backend.defaults)
     state.defaults = backend.defaults
@@ -106,7 +107,7 @@ async def load_model(state: ServerState, create_backend: Callable | None = None)
     await _in_daemon_thread(lambda: state.streams.start(backend))
     if not settings.skip_warmup:
         state.set_phase("warming up")
-        await _in_daemon_thread(lambda: backend.warmup(settings.warmup_shapes))
+        await state.engine.warm_up(lambda cancel: backend.warmup(settings.warmup_shapes, cancel))
         await _in_daemon_thread(lambda: state.streams.warmup(backend.defaults))
         log.info("warm-up done", extra={"fields": {"warmup_s": round(time.perf_counter() - loaded, 3)}})
     if state.phase != "draining":

@@ -9,7 +9,7 @@ import logging
 import queue
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from serving.errors import GenerationCancelled, InvalidRequest
 from serving.modelconfig import ModelDefaults
@@ -43,6 +43,8 @@ class Backend(abc.ABC):
     def __init__(self, defaults: ModelDefaults, slots: int = 1):
         self.defaults = defaults
         self.slots = slots
+        # Called with a reason when a request runs off the compiled fast path (the server counts it).
+        self.on_eager_fallback: Callable[[str], None] | None = None
 
     def check(self, params: GenerationParams) -> None:
         """Reject parameters this backend cannot run (compiled shapes); field bounds are checked by the API."""
@@ -81,14 +83,16 @@ class Backend(abc.ABC):
         """
         return True
 
-    def warmup(self, sizes: list[tuple[int, int]] | None = None) -> None:
-        """One generation per size (default: the model's), so compilation and autotuning happen before ready."""
+    def warmup(self, sizes: list[tuple[int, int]] | None = None, cancel: threading.Event | None = None) -> None:
+        """One generation per size (default: the model's), so compilation and autotuning happen before ready.
+
+        ``cancel`` (set by the engine at shutdown) stops it at the next denoising step."""
         d = self.defaults
         shapes = [self.fixed_shape] if self.fixed_shape else (sizes or [(d.width, d.height)])
         for width, height in shapes:
             params = GenerationParams(prompt="warm-up", width=width, height=height, steps=d.steps,
                                       guidance_scale=d.guidance_scale, seed=0, n=self.fixed_images or 1)
-            self.generate(params, threading.Event())
+            self.generate(params, cancel or threading.Event())
 
 
 @functools.lru_cache(maxsize=16)
@@ -139,6 +143,9 @@ class DiffusersBackend(Backend):
         super().__init__(defaults, slots)
         set_scheduler(pipe, defaults.scheduler)
         self.pipe = pipe
+        from serving.embeddings import PromptEmbeddings
+
+        self.embeddings = PromptEmbeddings(str(pipe.config.get("_name_or_path", "")))
         self._pool: queue.Queue = queue.Queue()
         self._pool.put(pipe)
         for _ in range(slots - 1):
@@ -178,9 +185,10 @@ class DiffusersBackend(Backend):
             else:
                 call, mode_args = pipe, {"width": params.width, "height": params.height}
             with torch.inference_mode():
+                prompts = self.embeddings.pipeline_kwargs(call, params.prompt, params.negative_prompt,
+                                                          params.guidance_scale > 1.0)
                 out = call(
-                    prompt=params.prompt,
-                    negative_prompt=params.negative_prompt,
+                    **prompts,
                     **mode_args,
                     num_inference_steps=params.steps,
                     guidance_scale=params.guidance_scale,
