@@ -66,6 +66,7 @@ class CompileCache:
         self.bucket, self.prefix = _split_s3(s3_url) if s3_url else (None, "")
         self._s3_client = s3_client or _default_s3_client
         self.loaded_from: str | None = None
+        self._misses_at_load = 0
 
     @property
     def enabled(self) -> bool:
@@ -86,12 +87,14 @@ class CompileCache:
             try:
                 import torch
 
-                torch.compiler.load_cache_artifacts(blob)
+                if torch.compiler.load_cache_artifacts(blob) is None:  # torch logs a corrupt blob and returns None
+                    raise ValueError("torch.compiler.load_cache_artifacts could not read the blob")
             except Exception as exc:  # noqa: BLE001 - a corrupt or foreign blob only costs a compile
                 log.warning("compile cache artifacts rejected", extra={"fields": {"where": where, "key": self.key,
                                                                                "error": repr(exc)[:300]}})
                 continue
             self.loaded_from = where
+            self._misses_at_load = _fx_graph_misses()
             log.info("compile cache loaded", extra={"fields": {"where": where, "key": self.key, "bytes": len(blob)}})
             if where == "s3":
                 self._write_local(blob)  # the next start on this node skips S3
@@ -118,8 +121,13 @@ class CompileCache:
 
     # -- save ----------------------------------------------------------------------------------------------
     def save(self) -> bool:
-        """Write what this process compiled to every configured location; True when anything was written."""
+        """Write what this process compiled to every configured location; True when anything was written.
+
+        Skipped when the loaded artifacts covered every compile (no inductor cache miss since the load)."""
         if not self.enabled:
+            return False
+        if self.loaded_from is not None and _fx_graph_misses() == self._misses_at_load:
+            log.info("compile cache: every graph came from the cache", extra={"fields": {"key": self.key}})
             return False
         import torch
 
@@ -165,6 +173,12 @@ class CompileCache:
 
     def _s3_key(self, name: str) -> str:
         return f"{self.prefix}{self.key}/{name}"
+
+
+def _fx_graph_misses() -> int:
+    from torch._dynamo.utils import counters
+
+    return counters["inductor"]["fxgraph_cache_miss"]
 
 
 def _split_s3(url: str) -> tuple[str, str]:

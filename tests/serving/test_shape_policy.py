@@ -205,3 +205,16 @@ def test_library_default_compiles_on_demand(tiny_model, eager_dynamo):
         pipe("x", width=56, height=56, num_inference_steps=1, guidance_scale=0.0, output_type="np")
     assert compiles() > before
 
+
+
+def test_compile_cache_key_covers_the_warmed_shapes_and_options(warmed, tmp_path):
+    from serving.backends.cuda import compile_cache
+    from serving.settings import Settings
+
+    backend, _ = warmed
+    settings = Settings(model="m", device="cuda", compile=True, compile_cache_dir=str(tmp_path), max_images=2)
+    options = CudaOptions(dtype="float32", compile=True)
+    cache = compile_cache(settings, options, backend.pipe, [(64, 64)])
+    assert cache.fields["gpu"] == "cpu" and cache.fields["mode"] == "max-autotune-no-cudagraphs"
+    assert len(cache.fields["shapes"]) == 4 and cache.fields["options"]["dtype"] == "float32"
+    assert compile_cache(settings, options, backend.pipe, [(64, 64), (96, 96)]).key != cache.key
