@@ -20,6 +20,9 @@ LOAD_FIELD = "load"
 RUN_AS_UID = 10001
 SCRATCH_DIR = "/tmp"
 HF_HOME = "/tmp/hf"
+# The server's --compile-cache-dir: on the /tmp emptyDir, the only writable path of the read-only root filesystem
+# (restricted Pod Security forbids a hostPath), so it lasts as long as the pod; the S3 prefix is what pods share.
+COMPILE_CACHE_DIR = "/tmp/compile-cache"
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 CONTAINER_NAME = "server"
@@ -75,6 +78,20 @@ def selector(accelerator: str) -> dict[str, str]:
 
 def startup_failure_threshold(model_load_timeout_s: int) -> int:
     return math.ceil(model_load_timeout_s / STARTUP_PERIOD_S)
+
+
+def startup_budget_s(workloads: WorkloadsConfig, accelerator: str) -> int:
+    """Seconds a pod may take to turn ready: the model load, plus on nvidia with compile on a first pod's compile of
+    every warmed shape (a pod that loads the artifacts from the cache needs little of it)."""
+    extra = workloads.cuda.compile_budget_s if accelerator == "nvidia" else 0
+    return workloads.model_load_timeout_s + extra
+
+
+def scratch_gib(workloads: WorkloadsConfig, accelerator: str) -> int:
+    """Size of the /tmp emptyDir (and the ephemeral-storage request): on nvidia with compile on, room for the
+    inductor and Triton caches (HOME=/tmp in the image) and the saved artifacts on top."""
+    extra = workloads.cuda.compile_scratch_gib if accelerator == "nvidia" and workloads.cuda.compile else 0
+    return workloads.ephemeral_storage_gib + extra
 
 
 def server_drain_timeout_s(workloads: WorkloadsConfig) -> int:

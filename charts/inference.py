@@ -17,6 +17,7 @@ from charts.contract import (  # noqa: F401 (the contract is part of this chart'
     ACCELERATOR_LABEL,
     ACCELERATORS,
     COMMON_LABELS,
+    COMPILE_CACHE_DIR,
     HF_HOME,
     HTTP_PORT,
     LOAD_FIELD,
@@ -49,7 +50,8 @@ class InferenceChart(cdk8s.Chart):
     Inputs are typed values; nothing here reads CDK context. ``images`` maps accelerator -> image URI
     (a CDK token string is fine); ``service_account_name`` is the Pod Identity-bound account that reads
     the API-key secret ``api_key_secret_arn`` in ``region``; ``autoscaler_namespace`` is where the KEDA
-    operator runs, the only client allowed on the metrics port.
+    operator runs, the only client allowed on the metrics port. ``compile_cache_bucket`` names the bucket of
+    the nvidia pods' S3 compile cache (required when ``workloads.cuda`` uses it, a token string is fine).
     """
 
     def __init__(
@@ -65,6 +67,7 @@ class InferenceChart(cdk8s.Chart):
         region: str,
         autoscaler_namespace: str,
         tls: TLSConfig,
+        compile_cache_bucket: str | None = None,
     ) -> None:
         super().__init__(scope, construct_id, disable_resource_name_hashes=True)
         if not accelerators:
@@ -76,6 +79,9 @@ class InferenceChart(cdk8s.Chart):
                 )
             if accelerator not in images:
                 raise ValueError(f"images has no image URI for enabled accelerator {accelerator!r}")
+        if "nvidia" in accelerators and workloads.cuda.s3_cache and not compile_cache_bucket:
+            raise ValueError("compile_cache_bucket is required: edge.workloads.cuda.compile_cache.s3 is on for the "
+                             "nvidia pods")
         namespace = workloads.namespace
         self.namespace_object = kplus.Namespace(
             self, "namespace", metadata=cdk8s.ApiObjectMetadata(name=namespace, labels={**COMMON_LABELS, **_PSS}))
@@ -90,10 +96,12 @@ class InferenceChart(cdk8s.Chart):
         if tls.enabled:
             serving_certificate(self, namespace=namespace, tls=tls)
         for accelerator in accelerators:
+            # Only the cuda server has the GPU fast path; the Neuron server runs its compiled static shape.
+            fast_path = cuda_env(workloads, compile_cache_bucket) if accelerator == "nvidia" else {}
             InferenceDeployment(
                 self, f"deployment-{accelerator}", accelerator=accelerator, image=images[accelerator],
                 namespace=namespace, workloads=workloads, service_account=service_account,
-                env={"SERVING_DEVICE": ACCELERATORS[accelerator]["device"], **env},
+                env={"SERVING_DEVICE": ACCELERATORS[accelerator]["device"], **env, **fast_path},
                 tls_secret=SERVING_SECRET if tls.enabled else None)
             metrics_service(self, accelerator, namespace=namespace)
             load_scaler(self, accelerator, namespace=namespace, workloads=workloads)
@@ -116,3 +124,22 @@ def _server_env(w: WorkloadsConfig, *, api_key_secret_arn: str, region: str) -> 
         "AWS_REGION": region,
         "HF_HOME": HF_HOME,
     }
+
+
+def cuda_env(w: WorkloadsConfig, compile_cache_bucket: str | None) -> dict[str, str]:
+    """The cuda server's fast-path flags: it serves fast exactly the warmed shapes (each warm-up size with guidance
+    on and off, for 1..max_images images) and runs any other shape eagerly."""
+    cuda = w.cuda
+    env = {
+        "SERVING_COMPILE": "true" if cuda.compile else "false",
+        "SERVING_CUDA_GRAPHS": "true" if cuda.cuda_graphs else "false",
+        "SERVING_WARMUP_SIZES": ",".join(cuda.warmup_sizes),
+        "SERVING_MAX_IMAGES": str(cuda.max_images),
+    }
+    if cuda.compile:
+        # Spelled out even when it is the server's default, so the manifest says what the pods compile with.
+        env["SERVING_COMPILE_MODE"] = str(cuda.effective_compile_mode)
+        env["SERVING_COMPILE_CACHE_DIR"] = COMPILE_CACHE_DIR
+    if cuda.s3_cache:
+        env["SERVING_COMPILE_CACHE_S3"] = f"s3://{compile_cache_bucket}/{cuda.compile_cache.s3_prefix}"
+    return env

@@ -49,6 +49,7 @@ class InferenceDeployment(Construct):
         spec = c.ACCELERATORS[accelerator]
         selector = c.selector(accelerator)
         name = c.deployment_name(accelerator)
+        startup_budget_s = c.startup_budget_s(w, accelerator)
         self.deployment = kplus.Deployment(
             self, "deployment",
             metadata=cdk8s.ApiObjectMetadata(name=name, namespace=namespace, labels={**c.COMMON_LABELS, **selector},
@@ -60,7 +61,7 @@ class InferenceDeployment(Construct):
             # Surge first: capacity never drops below the current replicas during a rollout.
             strategy=kplus.DeploymentStrategy.rolling_update(
                 max_surge=kplus.PercentOrAbsolute.absolute(1), max_unavailable=kplus.PercentOrAbsolute.absolute(0)),
-            progress_deadline=Duration.seconds(w.model_load_timeout_s + 300),
+            progress_deadline=Duration.seconds(startup_budget_s + 300),
             service_account=service_account,
             # Only the serving container gets a token, through the explicit projected volume below.
             automount_service_account_token=False,
@@ -79,12 +80,12 @@ class InferenceDeployment(Construct):
         self.deployment.scheduling.tolerate(kplus.Node.tainted(
             kplus.NodeTaintQuery.exists(spec["taint"], effect=_TAINT_EFFECTS[spec["taint_effect"]])))
 
-        scratch = kplus.Volume.from_empty_dir(self, "scratch", "scratch",
-                                              size_limit=Size.gibibytes(w.ephemeral_storage_gib))
+        scratch_gib = c.scratch_gib(w, accelerator)
+        scratch = kplus.Volume.from_empty_dir(self, "scratch", "scratch", size_limit=Size.gibibytes(scratch_gib))
         api_access = kplus.Volume.from_name(self, "kube-api-access", "kube-api-access")
         cpu = kplus.Cpu.units(w.cpu_cores)
         memory = Size.gibibytes(w.memory_gib)
-        storage = Size.gibibytes(w.ephemeral_storage_gib)
+        storage = Size.gibibytes(scratch_gib)
         https = tls_secret is not None
         mounts = [kplus.VolumeMount(path=c.SCRATCH_DIR, volume=scratch),
                   kplus.VolumeMount(path=c.SERVICE_ACCOUNT_DIR, volume=api_access, read_only=True)]
@@ -112,7 +113,7 @@ class InferenceDeployment(Construct):
                 ephemeral_storage=kplus.EphemeralStorageResources(request=storage, limit=storage)),
             # /readyz turns 200 only after the model is loaded and warmed up; until then liveness is off.
             startup=_http_probe(c.READINESS_PATH, period_s=c.STARTUP_PERIOD_S,
-                                failures=c.startup_failure_threshold(w.model_load_timeout_s), https=https),
+                                failures=c.startup_failure_threshold(startup_budget_s), https=https),
             # Two misses: one slow answer while encoding a large image must not flap the endpoint. A drain needs
             # no probe at all: a terminating pod leaves the EndpointSlices at once.
             readiness=_http_probe(c.READINESS_PATH, period_s=c.READINESS_PERIOD_S, failures=2, success=1, https=https),

@@ -17,6 +17,7 @@ from edge_config.catalog import (
     IMAGE_FLAVORS,
 )
 from edge_config.context import load_config, merge_context
+from edge_config.cuda_path import CompileCacheConfig, CudaPathConfig
 from edge_config.errors import CONTEXT_KEY, ConfigError
 from edge_config.image_cache import NodeImageCacheConfig
 from edge_config.network import (
@@ -33,7 +34,7 @@ from edge_config.workloads import WorkloadsConfig
 
 __all__ = [
     "ACCELERATORS", "ACCELERATOR_FAMILIES", "ARCHITECTURES", "ARM64_FAMILIES", "CONTEXT_KEY", "FAMILY_ACCELERATOR",
-    "IMAGE_FLAVORS", "AcmeConfig", "TLSConfig", "REGION_PRIVATE_SUBNET_MASK", "REGION_PUBLIC_SUBNET_MASK", "BuildTarget", "ConfigError",
+    "IMAGE_FLAVORS", "AcmeConfig", "TLSConfig", "REGION_PRIVATE_SUBNET_MASK", "REGION_PUBLIC_SUBNET_MASK", "BuildTarget", "CompileCacheConfig", "ConfigError", "CudaPathConfig",
     "EdgeConfig", "LocalZoneConfig", "NeuronCompileConfig", "NodeImageCacheConfig", "NodePoolLimits", "PipelineConfig",
     "SystemNodesConfig",
     "WorkloadsConfig", "load_config", "merge_context", "region_subnet_cidrs",

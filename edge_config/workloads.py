@@ -6,11 +6,15 @@ from typing import Annotated
 
 from pydantic import Field, field_validator, model_validator
 
+from edge_config.cuda_path import CudaPathConfig
 from edge_config.errors import FieldProblem, Hint
 from edge_config.fields import Section
 from edge_config.pipeline import IMAGE_TAG_PATTERN
 
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+# Longest startup probe budget accepted (model load plus a first pod's compile): beyond it a pod that hangs at start
+# holds a GPU node for hours before it is restarted.
+MAX_STARTUP_BUDGET_S = 4 * 3600
 
 
 class WorkloadsConfig(Section):
@@ -55,6 +59,8 @@ class WorkloadsConfig(Section):
     # Spares trade idle GPU hours for scale-outs that skip node launch and image pull (docs/cold-start.md).
     warm_spare_nodes: int = Field(0, ge=0, le=20, description="Nodes per Local Zone accelerator kept booted with "
                                   "the image pulled by placeholder pods that any inference pod preempts (0: off).")
+    cuda: CudaPathConfig = Field(default_factory=CudaPathConfig, description="The nvidia pods' GPU fast path: "
+                                 "compiled shapes and the compile cache (docs/workloads.md).")
 
     @field_validator("image_tag")
     @classmethod
@@ -82,6 +88,18 @@ class WorkloadsConfig(Section):
                                f"{self.request_timeout_s}s, so a scale-down could cut off a request that is still "
                                "within its timeout", "make drain_timeout_s >= request_timeout_s",
                                ("drain_timeout_s",))
+        if self.cuda.captures_graphs and self.max_concurrency > 1:
+            field = "cuda_graphs" if self.cuda.cuda_graphs else "compile_mode"
+            raise FieldProblem(f"CUDA graphs (cuda_graphs, or compile_mode {self.cuda.effective_compile_mode!r}) "
+                               f"replay one request at a time, but max_concurrency is {self.max_concurrency}",
+                               "set edge.workloads.max_concurrency to 1, or turn the graphs off", ("cuda", field))
+        budget = self.model_load_timeout_s + self.cuda.compile_budget_s
+        if budget > MAX_STARTUP_BUDGET_S:
+            raise FieldProblem(f"{self.cuda.warmed_shapes} warmed shapes x {self.cuda.compile_budget_per_shape_s}s "
+                               f"plus model_load_timeout_s {self.model_load_timeout_s}s give the nvidia pods a "
+                               f"{budget}s startup budget, more than {MAX_STARTUP_BUDGET_S}s",
+                               "warm fewer sizes, lower max_images or compile_budget_per_shape_s",
+                               ("cuda", "warmup_sizes"))
         return self
 
     @property

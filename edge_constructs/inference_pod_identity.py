@@ -1,4 +1,4 @@
-"""EKS Pod Identity for the inference pods: read the API-key secret, nothing else."""
+"""EKS Pod Identity for the inference pods: read the API-key secret and use the compile-cache prefix, nothing else."""
 from __future__ import annotations
 
 from aws_cdk import aws_eks_v2 as eks
@@ -6,9 +6,12 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
+from edge_constructs.compile_cache_bucket import CompileCacheBucket
+
 
 class InferencePodIdentity(Construct):
-    """An IAM role that only one ServiceAccount of one cluster can assume, allowed only to read one secret."""
+    """An IAM role that only one ServiceAccount of one cluster can assume, allowed only to read one secret and, when
+    given, to read and write below the compile cache's prefix."""
 
     def __init__(
         self,
@@ -19,6 +22,7 @@ class InferencePodIdentity(Construct):
         namespace: str,
         service_account_name: str,
         secret: secretsmanager.ISecret,
+        compile_cache: CompileCacheBucket | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         # Pod Identity sets these session tags itself, so any other association in the account that pointed at
@@ -39,12 +43,15 @@ class InferencePodIdentity(Construct):
             self,
             "Role",
             assumed_by=principal,
-            description="edge-diffusion inference pods: read the inference API-key secret",
+            description="edge-diffusion inference pods: read the inference API-key secret"
+            + (", read and write the compile cache prefix" if compile_cache else ""),
         )
         # GetSecretValue only (no DescribeSecret, no list): the server needs the value and nothing else.
         self.role.add_to_policy(
             iam.PolicyStatement(actions=["secretsmanager:GetSecretValue"], resources=[secret.secret_arn])
         )
+        if compile_cache is not None:
+            compile_cache.grant_read_write(self.role)
         self.association = eks.CfnPodIdentityAssociation(
             self,
             "Association",

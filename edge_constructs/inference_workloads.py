@@ -14,6 +14,7 @@ from charts.inference import ACCELERATORS, SERVICE_NAME, InferenceChart
 from charts.warm_spare import WarmSpareChart
 from edge_config import EdgeConfig
 from edge_constructs.cluster_addons import KEDA_NAMESPACE
+from edge_constructs.compile_cache_bucket import CompileCacheBucket
 from edge_constructs.inference_api_key import InferenceApiKey
 from edge_constructs.inference_node_port import InferenceNodePortAccess
 from edge_constructs.inference_pod_identity import InferencePodIdentity
@@ -38,7 +39,8 @@ class InferenceWorkloads(Construct):
 
     ``depends_on`` are the cluster add-ons the manifests need first (the KEDA chart that installs the
     ScaledObject CRD, the device plugins); the manifest also waits for the Pod Identity association, so the
-    first pods already receive credentials for the API-key secret.
+    first pods already receive credentials for the API-key secret. ``compile_cache`` is the nvidia pods' S3
+    compile cache (None when edge.workloads.cuda uses none).
     """
 
     def __init__(
@@ -50,6 +52,7 @@ class InferenceWorkloads(Construct):
         cluster: eks.Cluster,
         node_security_group: ec2.ISecurityGroup,
         depends_on: Sequence[IDependable] = (),
+        compile_cache: CompileCacheBucket | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         workloads = config.workloads
@@ -61,6 +64,7 @@ class InferenceWorkloads(Construct):
             namespace=workloads.namespace,
             service_account_name=SERVICE_ACCOUNT_NAME,
             secret=self.api_key.secret,
+            compile_cache=compile_cache,
         )
         self.node_port_access = InferenceNodePortAccess(
             self,
@@ -85,9 +89,13 @@ class InferenceWorkloads(Construct):
             region=cdk.Stack.of(self).region,
             autoscaler_namespace=KEDA_NAMESPACE,
             tls=config.tls,
+            compile_cache_bucket=compile_cache.bucket.bucket_name if compile_cache else None,
         )
         self.manifest = cluster.add_cdk8s_chart("InferenceChart", self.chart)
         self.manifest.node.add_dependency(self.pod_identity.association)
+        if compile_cache is not None:
+            # On delete the pods go first, then the bucket is emptied: no pod uploads into a bucket being deleted.
+            self.manifest.node.add_dependency(compile_cache)
         for dependency in depends_on:
             self.manifest.node.add_dependency(dependency)
         self.warm_spare_manifest = None

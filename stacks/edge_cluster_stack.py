@@ -13,6 +13,7 @@ from constructs import Construct
 from charts.nodepools import NodePoolsChart
 from edge_config import EdgeConfig
 from edge_constructs.cluster_addons import SYSTEM_NODE_SELECTOR, ClusterAddons
+from edge_constructs.compile_cache_bucket import CompileCacheBucket
 from edge_constructs.device_tls import DeviceTls
 from edge_constructs.edge_cluster import EdgeCluster
 from edge_constructs.edge_network import EdgeNetwork
@@ -75,11 +76,17 @@ class EdgeClusterStack(cdk.Stack):
             self.device_tls = DeviceTls(
                 self, "DeviceTls", config=config, cluster=self.cluster, node_selector=SYSTEM_NODE_SELECTOR,
                 after=[self.edge_cluster.system_nodegroup, self.addons.coredns, self.addons.pod_identity_agent])
+        # The nvidia pods' shared compile cache (edge.workloads.cuda.compile_cache).
+        self.compile_cache: CompileCacheBucket | None = None
+        if "nvidia" in config.accelerators and config.workloads.cuda.s3_cache:
+            self.compile_cache = CompileCacheBucket(self, "CompileCache", cache=config.workloads.cuda.compile_cache)
+            cdk.CfnOutput(self, "CompileCacheBucket", value=self.compile_cache.bucket.bucket_name,
+                          description="S3 bucket of the nvidia pods' compile cache")
         # KEDA brings the ScaledObject CRD; the Pod Identity agent and the NodePools must exist before pods start;
         # the serving Certificate needs its issuer.
         self.inference = InferenceWorkloads(
             self, "InferenceWorkloads", config=config, cluster=self.cluster,
-            node_security_group=self.node_security_group,
+            node_security_group=self.node_security_group, compile_cache=self.compile_cache,
             depends_on=[self.addons.keda, self.addons.pod_identity_agent, self.nodepools,
                         self.karpenter_teardown.resource,
                         *([self.device_tls.issuers] if self.device_tls else [])],

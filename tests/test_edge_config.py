@@ -279,3 +279,57 @@ def test_switches_take_only_json_booleans():
         message = error_for(allow_public_nodeport=value)
         assert message.startswith("edge.allow_public_nodeport: expected true or false"), message
     assert load_config(ctx(allow_public_nodeport="true")).allow_public_nodeport is True
+
+
+# ---------------------------------------------------------------- workloads.cuda (GPU fast path)
+
+
+def test_gpu_fast_path_defaults_compile_with_the_s3_cache():
+    cuda = load_config(DEFAULT_CONTEXT).workloads.cuda
+    assert cuda.compile is True and cuda.compile_cache.s3 is True and cuda.s3_cache is True
+    assert cuda.effective_compile_mode == "max-autotune-no-cudagraphs" and not cuda.captures_graphs
+    assert cuda.warmup_sizes == ("512x512",) and cuda.max_images == 4
+    assert cuda.warmed_shapes == 8 and cuda.compile_budget_s == 8 * 240
+    assert cuda.compile_cache.s3_prefix == "compile-cache/" and cuda.compile_cache.expiration_days == 30
+
+
+def test_cdk_json_spells_out_the_model_defaults_of_the_fast_path():
+    # cdk.json shows operators the knobs; it must not drift from the defaults the models document.
+    assert DEFAULT_CONTEXT["edge"]["workloads"]["cuda"] == edge_config.CudaPathConfig().model_dump(mode="json")
+
+
+def test_fast_path_bounds_are_the_servers():
+    from serving.settings import COMPILE_MODES, Settings
+    from edge_config import cuda_path
+
+    assert set(cuda_path.CompileMode.__args__) == set(COMPILE_MODES)
+    defaults = Settings(model="/opt/model")
+    assert (cuda_path.MIN_IMAGE_SIZE, cuda_path.MAX_IMAGE_SIZE) == (defaults.min_image_size, defaults.max_image_size)
+    # The chart leaves the server's size bounds at their defaults, so the config's check is the server's check.
+    from charts.inference import cuda_env
+
+    env = cuda_env(load_config(DEFAULT_CONTEXT).workloads, "bucket")
+    assert not {"SERVING_MIN_IMAGE_SIZE", "SERVING_MAX_IMAGE_SIZE"} & set(env)
+
+
+def test_fast_path_errors_name_the_field_and_the_fix():
+    assert error_for(workloads__cuda__warmup_sizes='["1024x1032"]').startswith(
+        "edge.workloads.cuda.warmup_sizes[0]: 1024x1032: 1032 is not a multiple of 8 within 64..1024")
+    assert error_for(workloads__cuda__warmup_sizes='["512x512", "512x512"]').startswith(
+        "edge.workloads.cuda.warmup_sizes[1]: duplicate value")
+    assert "at most 8 sizes" in error_for(
+        workloads__cuda__warmup_sizes=json.dumps([f"{64 + 8 * i}x512" for i in range(9)]))
+    message = error_for(workloads__max_concurrency="4", workloads__cuda__cuda_graphs="true")
+    assert message.startswith("edge.workloads.cuda.cuda_graphs:") and "max_concurrency to 1" in message
+    assert error_for(workloads__cuda__compile_cache__expiration_days="0").startswith(
+        "edge.workloads.cuda.compile_cache.expiration_days: 0 is out of range")
+
+
+def test_fast_path_overrides_one_field_at_a_time():
+    cfg = load_config(ctx(workloads__cuda__compile="false"))
+    assert cfg.workloads.cuda.compile is False and cfg.workloads.cuda.s3_cache is False
+    assert cfg.workloads.cuda.compile_budget_s == 0 and cfg.workloads.cuda.effective_compile_mode is None
+    cfg = load_config(ctx(workloads__cuda__compile_cache__s3="false"))
+    assert cfg.workloads.cuda.compile is True and cfg.workloads.cuda.s3_cache is False
+    cfg = load_config(ctx(workloads__cuda__cuda_graphs="true"))
+    assert cfg.workloads.cuda.effective_compile_mode == "max-autotune" and cfg.workloads.cuda.captures_graphs

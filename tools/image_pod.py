@@ -48,6 +48,14 @@ LOCAL_OVERRIDES: dict[str, str | None] = {
     "SERVING_TLS_KEY_FILE": None,
     "SERVING_TLS_CA_FILE": None,
     "SERVING_TLS_SERVER_NAME": None,
+    # The nvidia pod's GPU fast path: compiling its warm-up shapes, CUDA graphs and the compile caches (one in the
+    # cluster's S3 bucket) need a GPU; the local run on cpu warms the model's own size.
+    "SERVING_COMPILE": None,
+    "SERVING_COMPILE_MODE": None,
+    "SERVING_CUDA_GRAPHS": None,
+    "SERVING_WARMUP_SIZES": None,
+    "SERVING_COMPILE_CACHE_DIR": None,
+    "SERVING_COMPILE_CACHE_S3": None,
 }
 DIAGNOSTIC_ENV = {"PYTHONVERBOSE": "1"}
 _COMPILED_FROM_SOURCE = re.compile(r"^# code object from '?([^']+\.py)'?$")
@@ -68,7 +76,8 @@ def rendered_deployment(accelerator: str | None = None) -> dict:
         images={acc: f"local/edge-diffusion-{acc}:image-test" for acc in config.accelerators},
         service_account_name="inference",
         api_key_secret_arn="arn:aws:secretsmanager:us-west-2:111122223333:secret:image-test-AbCdEf",
-        region=config.region, autoscaler_namespace="keda", tls=config.tls)
+        region=config.region, autoscaler_namespace="keda", tls=config.tls,
+        compile_cache_bucket="image-test-compile-cache")
     deployments = [o for o in chart.to_json() if o["kind"] == "Deployment"
                    and o["spec"]["template"]["metadata"]["labels"].get("edge-diffusion.aws/accelerator") == chosen]
     if len(deployments) != 1:

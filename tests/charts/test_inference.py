@@ -23,6 +23,10 @@ IMAGES = {
 }
 SERVICE_ACCOUNT = "inference"
 KEDA_NAMESPACE = "keda"
+CACHE_BUCKET = "edgeclusterstack-compilecachebucket-0123456789ab"
+# The cuda server's fast-path variables; the Neuron Deployment gets none of them.
+FAST_PATH_ENV = {"SERVING_COMPILE", "SERVING_CUDA_GRAPHS", "SERVING_COMPILE_MODE", "SERVING_WARMUP_SIZES",
+                 "SERVING_MAX_IMAGES", "SERVING_COMPILE_CACHE_DIR", "SERVING_COMPILE_CACHE_S3"}
 
 
 def _config(**overrides) -> edge_config.EdgeConfig:
@@ -43,6 +47,7 @@ def _render(cfg: edge_config.EdgeConfig) -> list[dict]:
         region=cfg.region,
         autoscaler_namespace=KEDA_NAMESPACE,
         tls=cfg.tls,
+        compile_cache_bucket=CACHE_BUCKET if cfg.workloads.cuda.s3_cache else None,
     )
     return chart.to_json()
 
@@ -199,7 +204,12 @@ def test_accelerator_scheduling_and_resources(deployments, cfg, accelerator, res
     assert resources["requests"] == resources["limits"]
     assert resources["limits"]["cpu"] == f"{cfg.workloads.cpu_cores:g}"
     assert resources["limits"]["memory"] == f"{cfg.workloads.memory_gib * 1024}Mi"
-    assert resources["limits"]["ephemeral-storage"] == f"{cfg.workloads.ephemeral_storage_gib}Gi"
+    # nvidia pods with compile on get room for the compiler caches on top of the configured scratch space.
+    scratch = cfg.workloads.ephemeral_storage_gib + (cfg.workloads.cuda.compile_scratch_gib
+                                                     if accelerator == "nvidia" else 0)
+    assert resources["limits"]["ephemeral-storage"] == f"{scratch}Gi"
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["scratch"]["emptyDir"]["sizeLimit"] == f"{scratch * 1024}Mi"
     assert _env(deployments[accelerator])["SERVING_DEVICE"] == ("cuda" if accelerator == "nvidia" else "neuron")
 
 
@@ -245,21 +255,39 @@ def test_probes_and_ports_match_what_the_server_serves(deployments, edge_service
     assert port["targetPort"] == defaults.port
 
 
+def _startup_budget(deployment: dict) -> int:
+    probe = _container(deployment)["startupProbe"]
+    return probe["periodSeconds"] * probe["failureThreshold"]
+
+
 def test_startup_probe_budget_covers_the_model_load_timeout(deployments, cfg):
-    for deployment in deployments.values():
-        probe = _container(deployment)["startupProbe"]
-        assert probe["periodSeconds"] * probe["failureThreshold"] >= cfg.workloads.model_load_timeout_s
+    w = cfg.workloads
+    # A first nvidia pod compiles every warmed shape (1 size x guidance on/off x 1..4 images) before it is ready.
+    assert w.cuda.compile and w.cuda.warmed_shapes == len(w.cuda.warmup_sizes) * 2 * w.cuda.max_images == 8
+    needed = {"nvidia": w.model_load_timeout_s + 8 * w.cuda.compile_budget_per_shape_s,
+              "neuron": w.model_load_timeout_s}
+    for accelerator, deployment in deployments.items():
+        assert _startup_budget(deployment) >= needed[accelerator]
         # ... and the rollout deadline outlasts a full startup.
-        assert deployment["spec"]["progressDeadlineSeconds"] > cfg.workloads.model_load_timeout_s
+        assert deployment["spec"]["progressDeadlineSeconds"] > needed[accelerator]
+    assert needed["nvidia"] > 3 * w.model_load_timeout_s
 
 
 @pytest.mark.parametrize("load_timeout", [10, 601, 3600])
 def test_startup_budget_follows_the_configured_load_time(load_timeout):
-    objects = _render(_config(workloads={"model_load_timeout_s": load_timeout}))
-    for deployment in _of_kind(objects, "Deployment"):
-        probe = _container(deployment)["startupProbe"]
-        budget = probe["periodSeconds"] * probe["failureThreshold"]
-        assert load_timeout <= budget < load_timeout + probe["periodSeconds"]
+    cfg = _config(workloads={"model_load_timeout_s": load_timeout, "cuda": {"compile": False}})
+    for deployment in _of_kind(_render(cfg), "Deployment"):
+        budget = _startup_budget(deployment)
+        assert load_timeout <= budget < load_timeout + inference.STARTUP_PERIOD_S
+
+
+def test_startup_budget_adds_the_compile_of_every_warmed_shape():
+    cfg = _config(workloads={"model_load_timeout_s": 300, "cuda": {
+        "warmup_sizes": ["512x512", "768x512"], "max_images": 2, "compile_budget_per_shape_s": 100}})
+    deployments = {d["metadata"]["labels"][inference.ACCELERATOR_LABEL]: d for d in _of_kind(_render(cfg), "Deployment")}
+    # 2 sizes x guidance on/off x 1..2 images = 8 shapes of 100 s each.
+    assert _startup_budget(deployments["nvidia"]) == 300 + 800
+    assert _startup_budget(deployments["neuron"]) == 300
 
 
 def test_grace_period_outlasts_prestop_and_drain(deployments, cfg):
@@ -362,6 +390,68 @@ def test_container_env_is_the_server_contract(deployments, cfg):
         assert settings.inventory_namespace == w.namespace
         assert settings.inventory_node_port == w.node_port
         assert env["HF_HOME"] == "/tmp/hf"
+
+
+def test_nvidia_pods_run_the_fast_path_the_config_describes(deployments, cfg):
+    from serving.backends.cuda import cuda_options
+
+    cuda = cfg.workloads.cuda
+    env = _env(deployments["nvidia"])
+    settings = settings_from({}, environ={**env, "SERVING_MODEL": "/opt/model"})
+    assert settings.compile is True and settings.cuda_graphs is False
+    # Spelled out: the server's own default for compile without graphs.
+    assert settings.compile_mode == cuda.effective_compile_mode == "max-autotune-no-cudagraphs"
+    assert settings.warmup_shapes == [(512, 512)]
+    assert settings.max_images == cuda.max_images == 4
+    assert settings.compile_cache_dir == inference.COMPILE_CACHE_DIR
+    assert settings.compile_cache_s3 == f"s3://{CACHE_BUCKET}/compile-cache/"
+    # The server's CUDA options accept the combination (what CudaBackend.load builds first).
+    options = cuda_options(settings)
+    assert options.compile and options.mode == "max-autotune-no-cudagraphs" and not options.graphs
+
+
+def test_compile_cache_dir_is_on_the_writable_scratch_volume(deployments):
+    container = _container(deployments["nvidia"])
+    cache_dir = _env(deployments["nvidia"])["SERVING_COMPILE_CACHE_DIR"]
+    (scratch,) = [m for m in container["volumeMounts"] if not m.get("readOnly")]
+    assert cache_dir.startswith(scratch["mountPath"].rstrip("/") + "/")
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_neuron_pods_get_no_fast_path_settings(deployments):
+    assert not FAST_PATH_ENV & set(_env(deployments["neuron"]))
+    assert FAST_PATH_ENV <= set(_env(deployments["nvidia"]))
+
+
+def test_fast_path_without_compile_keeps_the_shape_policy_and_drops_the_cache(cfg):
+    off = _config(workloads={"cuda": {"compile": False, "max_images": 2, "warmup_sizes": ["768x768"]}})
+    deployments = {d["metadata"]["labels"][inference.ACCELERATOR_LABEL]: d for d in _of_kind(_render(off), "Deployment")}
+    env = _env(deployments["nvidia"])
+    assert not {"SERVING_COMPILE_MODE", "SERVING_COMPILE_CACHE_DIR", "SERVING_COMPILE_CACHE_S3"} & set(env)
+    settings = settings_from({}, environ={**env, "SERVING_MODEL": "/opt/model"})
+    assert settings.compile is False and settings.compile_mode is None
+    assert settings.warmup_shapes == [(768, 768)] and settings.max_images == 2
+    # No compiler caches to hold: the scratch volume is the configured size.
+    resources = _container(deployments["nvidia"])["resources"]
+    assert resources["limits"]["ephemeral-storage"] == f"{off.workloads.ephemeral_storage_gib}Gi"
+
+
+def test_graph_modes_and_a_local_only_cache_render_as_configured():
+    cfg = _config(workloads={"cuda": {"cuda_graphs": True, "compile_mode": "reduce-overhead",
+                                      "compile_cache": {"s3": False}}})
+    (nvidia,) = [d for d in _of_kind(_render(cfg), "Deployment") if d["metadata"]["name"] == "inference-nvidia"]
+    env = _env(nvidia)
+    assert "SERVING_COMPILE_CACHE_S3" not in env
+    settings = settings_from({}, environ={**env, "SERVING_MODEL": "/opt/model"})
+    assert settings.cuda_graphs is True and settings.compile_mode == "reduce-overhead"
+    assert settings.compile_cache_dir == inference.COMPILE_CACHE_DIR and settings.max_concurrency == 1
+
+
+def test_chart_needs_the_bucket_when_the_s3_cache_is_on(cfg):
+    with pytest.raises(ValueError, match="compile_cache_bucket is required"):
+        InferenceChart(cdk8s.App(), "inference", workloads=cfg.workloads, accelerators=cfg.accelerators,
+                       images=IMAGES, service_account_name=SERVICE_ACCOUNT, api_key_secret_arn=SECRET_ARN,
+                       region=cfg.region, autoscaler_namespace=KEDA_NAMESPACE, tls=cfg.tls)
 
 
 # ---------------------------------------------------------------- service
@@ -556,6 +646,28 @@ def test_digest_pinned_images_need_no_checkov_skip():
         ({"namespace": "Edge_Diffusion"}, "edge.workloads.namespace", "DNS label"),
         ({"image_tag": "sha256:xyz"}, "edge.workloads.image_tag", "digest"),
         ({"replicas": 2}, "edge.workloads.replicas", "unknown field"),
+        ({"cuda": {"warmup_sizes": ["512x500"]}}, "edge.workloads.cuda.warmup_sizes[0]", "multiple of 8"),
+        ({"cuda": {"warmup_sizes": ["2048x512"]}}, "edge.workloads.cuda.warmup_sizes[0]", "within 64..1024"),
+        ({"cuda": {"warmup_sizes": ["512"]}}, "edge.workloads.cuda.warmup_sizes[0]", "not WIDTHxHEIGHT"),
+        ({"cuda": {"warmup_sizes": []}}, "edge.workloads.cuda.warmup_sizes", "must not be empty"),
+        ({"cuda": {"max_images": 0}}, "edge.workloads.cuda.max_images", "between 1 and 8"),
+        ({"cuda": {"compile_mode": "fastest"}}, "edge.workloads.cuda.compile_mode", "unknown compile mode"),
+        ({"cuda": {"compile": False, "compile_mode": "default"}}, "edge.workloads.cuda.compile_mode",
+         "only applies with compile on"),
+        ({"cuda": {"cuda_graphs": True, "compile_mode": "default"}}, "edge.workloads.cuda.compile_mode",
+         "captures no CUDA graphs"),
+        ({"max_concurrency": 2, "cuda": {"cuda_graphs": True}}, "edge.workloads.cuda.cuda_graphs",
+         "set edge.workloads.max_concurrency to 1"),
+        ({"max_concurrency": 2, "cuda": {"compile_mode": "max-autotune"}}, "edge.workloads.cuda.compile_mode",
+         "max_concurrency is 2"),
+        ({"cuda": {"compile_cache": {"s3_prefix": "/cache"}}}, "edge.workloads.cuda.compile_cache.s3_prefix",
+         "relative key prefix ending in '/'"),
+        ({"cuda": {"compile_cache": {"s3_prefix": "cache"}}}, "edge.workloads.cuda.compile_cache.s3_prefix",
+         "relative key prefix ending in '/'"),
+        ({"cuda": {"compile_cache": {"s3": "yes"}}}, "edge.workloads.cuda.compile_cache.s3", "true or false"),
+        ({"cuda": {"max_images": 8, "warmup_sizes": ["512x512", "768x768", "640x640", "512x768"]}},
+         "edge.workloads.cuda.warmup_sizes", "startup budget"),
+        ({"cuda": {"warmpu_sizes": ["512x512"]}}, "edge.workloads.cuda.warmpu_sizes", "unknown field"),
     ],
 )
 def test_bad_workloads_config_names_the_field(workloads, field, message):

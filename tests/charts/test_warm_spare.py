@@ -51,7 +51,8 @@ def inference_objects(cfg) -> list[dict]:
     return InferenceChart(cdk8s.App(), "inference", workloads=cfg.workloads, accelerators=cfg.accelerators,
                           images={a: IMAGES[a] for a in cfg.accelerators}, service_account_name="inference",
                           api_key_secret_arn="arn:aws:secretsmanager:us-west-2:111122223333:secret:k-AbCdEf",
-                          region=cfg.region, autoscaler_namespace="keda", tls=cfg.tls).to_json()
+                          region=cfg.region, autoscaler_namespace="keda", tls=cfg.tls,
+                          compile_cache_bucket="compile-cache-bucket").to_json()
 
 
 def _required_node_labels(pod: dict) -> dict[str, str]:

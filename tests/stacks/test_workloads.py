@@ -95,8 +95,24 @@ def test_pod_identity_association_binds_the_inference_service_account(resources,
     assert _ref(props["ClusterName"]) in _of_type(resources, "AWS::EKS::Cluster")
 
 
-def test_pod_identity_role_reads_only_the_api_key_secret(resources, cfg):
+def _role_statements(resources: dict, role_id: str) -> list[dict]:
+    return [
+        statement
+        for policy in _of_type(resources, "AWS::IAM::Policy").values()
+        if any(_ref(r) == role_id for r in policy["Properties"]["Roles"])
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+    ]
+
+
+def _cache_bucket(resources: dict) -> str:
+    buckets = [lid for lid in _of_type(resources, "AWS::S3::Bucket") if lid.startswith("CompileCache")]
+    assert len(buckets) == 1, buckets
+    return buckets[0]
+
+
+def test_pod_identity_role_reads_the_secret_and_only_the_compile_cache_prefix(resources, cfg):
     secret_id, _ = _secret(resources)
+    bucket_id = _cache_bucket(resources)
     role_id = _ref(_association(resources, cfg)["Properties"]["RoleArn"])
     role = resources[role_id]["Properties"]
 
@@ -109,15 +125,82 @@ def test_pod_identity_role_reads_only_the_api_key_secret(resources, cfg):
     assert _ref(conditions["aws:RequestTag/eks-cluster-name"]) in _of_type(resources, "AWS::EKS::Cluster")
     assert not role.get("ManagedPolicyArns") and not role.get("Policies")
 
-    statements = [
-        statement
-        for policy in _of_type(resources, "AWS::IAM::Policy").values()
-        if any(_ref(r) == role_id for r in policy["Properties"]["Roles"])
-        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+    prefix = cfg.workloads.cuda.compile_cache.s3_prefix
+    assert prefix == "compile-cache/"
+    bucket_arn = {"Fn::GetAtt": [bucket_id, "Arn"]}
+    assert _role_statements(resources, role_id) == [
+        {"Action": "secretsmanager:GetSecretValue", "Effect": "Allow", "Resource": {"Ref": secret_id}},
+        # Objects below the prefix only: get and put, no delete, nothing else in the bucket.
+        {"Sid": "CompileCacheObjects", "Action": ["s3:GetObject", "s3:PutObject"], "Effect": "Allow",
+         "Resource": {"Fn::Join": ["", [bucket_arn, "/compile-cache/*"]]}},
+        # Listing only within the prefix (a missing key is then a 404 miss, not a 403).
+        {"Sid": "CompileCacheListPrefix", "Action": "s3:ListBucket", "Effect": "Allow", "Resource": bucket_arn,
+         "Condition": {"StringLike": {"s3:prefix": ["compile-cache/*"]}}},
     ]
-    assert statements == [
-        {"Action": "secretsmanager:GetSecretValue", "Effect": "Allow", "Resource": {"Ref": secret_id}}
-    ]
+    # No other policy in the stack grants anything on the cache bucket to a principal other than the pods' role
+    # (the bucket policy only denies insecure transport and lets CDK's auto-delete handler empty it on teardown).
+    for lid, policy in _of_type(resources, "AWS::IAM::Policy").items():
+        if not any(_ref(r) == role_id for r in policy["Properties"]["Roles"]):
+            assert bucket_id not in json.dumps(policy), lid
+
+
+def test_compile_cache_bucket_is_private_encrypted_tls_only_and_expiring(resources, cfg):
+    bucket_id = _cache_bucket(resources)
+    bucket = resources[bucket_id]
+    props = bucket["Properties"]
+    assert props["BucketEncryption"]["ServerSideEncryptionConfiguration"] == [
+        {"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
+    assert props["PublicAccessBlockConfiguration"] == {
+        "BlockPublicAcls": True, "BlockPublicPolicy": True, "IgnorePublicAcls": True, "RestrictPublicBuckets": True}
+    assert props["OwnershipControls"]["Rules"] == [{"ObjectOwnership": "BucketOwnerEnforced"}]
+    assert "VersioningConfiguration" not in props
+    (rule,) = props["LifecycleConfiguration"]["Rules"]
+    assert rule["Status"] == "Enabled" and "Prefix" not in rule and "Filter" not in rule
+    assert rule["ExpirationInDays"] == cfg.workloads.cuda.compile_cache.expiration_days == 30
+    assert rule["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 1}
+    # Disposable: emptied and deleted with the stack (see "Teardown and redeploy" in docs/cluster.md).
+    assert bucket["DeletionPolicy"] == "Delete"
+    (policy,) = [p for p in _of_type(resources, "AWS::S3::BucketPolicy").values()
+                 if _ref(p["Properties"]["Bucket"]) == bucket_id]
+    denies = [st for st in policy["Properties"]["PolicyDocument"]["Statement"] if st["Effect"] == "Deny"]
+    assert {json.dumps(st["Condition"], sort_keys=True) for st in denies} == {
+        json.dumps({"Bool": {"aws:SecureTransport": "false"}}), json.dumps({"NumericLessThan": {"s3:TlsVersion": 1.2}},
+                                                                          sort_keys=True)}
+    allows = [st for st in policy["Properties"]["PolicyDocument"]["Statement"] if st["Effect"] == "Allow"]
+    assert [_ref(st["Principal"]["AWS"]) for st in allows] == ["CustomS3AutoDeleteObjectsCustomResourceProviderRole3B1BD092"]
+
+
+def test_pods_go_before_the_cache_bucket_is_emptied(resources):
+    bucket_id = _cache_bucket(resources)
+    (emptier,) = [lid for lid, r in _of_type(resources, "Custom::S3AutoDeleteObjects").items()
+                  if _ref(r["Properties"]["BucketName"]) == bucket_id]
+    (chart,) = [r for lid, r in _of_type(resources, "Custom::AWSCDK-EKS-KubernetesResource").items()
+                if "inference-nvidia" in json.dumps(r["Properties"]["Manifest"])
+                and "InferenceChart" in lid]
+    # The manifest depends on the emptier, so a delete removes the pods first and then empties the bucket.
+    assert {emptier, bucket_id} <= set(chart["DependsOn"])
+
+
+def test_nvidia_pods_get_the_cache_bucket_and_neuron_pods_nothing(manifests, resources, cfg):
+    bucket_id = _cache_bucket(resources)
+    deployments = {o["metadata"]["name"]: o for o in manifests[CHART_GROUP] if o["kind"] == "Deployment"}
+    env = {name: {e["name"]: e["value"] for e in d["spec"]["template"]["spec"]["containers"][0]["env"]}
+           for name, d in deployments.items()}
+    assert env["inference-nvidia"]["SERVING_COMPILE_CACHE_S3"] == f"s3://<Ref:{bucket_id}>/compile-cache/"
+    assert env["inference-nvidia"]["SERVING_COMPILE"] == "true"
+    assert not any(k.startswith("SERVING_COMPILE") or k in ("SERVING_WARMUP_SIZES", "SERVING_MAX_IMAGES")
+                   for k in env["inference-neuron"])
+
+
+def test_without_the_s3_cache_there_is_no_bucket_and_no_s3_grant(cluster_template, cfg):
+    for overrides in ({"workloads__cuda__compile_cache__s3": False}, {"workloads__cuda__compile": False}):
+        resources = cluster_template(**overrides)["Resources"]
+        assert not _of_type(resources, "AWS::S3::Bucket"), overrides
+        role_id = _ref(_association(resources, cfg)["Properties"]["RoleArn"])
+        assert [st["Action"] for st in _role_statements(resources, role_id)] == ["secretsmanager:GetSecretValue"]
+        (chart,) = [r for lid, r in _of_type(resources, "Custom::AWSCDK-EKS-KubernetesResource").items()
+                    if "InferenceChart" in lid]
+        assert "SERVING_COMPILE_CACHE_S3" not in json.dumps(chart["Properties"]["Manifest"])
 
 
 def test_pods_get_the_secret_arn_and_the_service_account(manifests, resources, cfg):
