@@ -394,6 +394,7 @@ def test_container_env_is_the_server_contract(deployments, cfg):
 
 def test_nvidia_pods_run_the_fast_path_the_config_describes(deployments, cfg):
     from serving.backends.cuda import cuda_options
+    from serving.compilecache import CompileCache
 
     cuda = cfg.workloads.cuda
     env = _env(deployments["nvidia"])
@@ -408,6 +409,9 @@ def test_nvidia_pods_run_the_fast_path_the_config_describes(deployments, cfg):
     # The server's CUDA options accept the combination (what CudaBackend.load builds first).
     options = cuda_options(settings)
     assert options.compile and options.mode == "max-autotune-no-cudagraphs" and not options.graphs
+    # The server's cache reads the bucket and the very prefix the pods' role is scoped to (tests/stacks).
+    cache = CompileCache({"gpu": "test"}, directory=settings.compile_cache_dir, s3_url=settings.compile_cache_s3)
+    assert (cache.bucket, cache.prefix) == (CACHE_BUCKET, cuda.compile_cache.s3_prefix)
 
 
 def test_compile_cache_dir_is_on_the_writable_scratch_volume(deployments):
