@@ -101,6 +101,13 @@ bench: $(VENV)/.installed
 	$(PY) -m benchmarks.tls
 	$(PY) -m benchmarks.soak
 
+# What benchmarks/device_check.sh needs on a GPU machine without network (docs/performance.md): the wheels it lacks
+# and the nvidia pod's server settings rendered from the chart, in .whl (git-ignored; the device run carries it).
+.PHONY: gpu-wheels
+gpu-wheels: $(VENV)/.installed node_modules/.installed
+	$(PY) -m benchmarks.wheels --out .whl
+	$(PY) -m benchmarks.podenv --out .whl/nvidia-pod.json
+
 # The serving image, built and run offline (docs/image-build.md): buildah (daemonless, chroot isolation, vfs),
 # a debootstrap stand-in for the base image, the tiny model as the weights. Root only, as in CI.
 IMAGE_TOOLS := buildah debootstrap strace

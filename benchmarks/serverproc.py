@@ -126,8 +126,11 @@ class GenerateClient:
     # call between two HTTP requests can take that long, so an older connection is replaced before timing.
     MAX_IDLE_S = 4.0
 
-    def __init__(self, port: int, timeout: float = 600.0) -> None:
+    def __init__(self, port: int, timeout: float = 600.0, api_key: str | None = None) -> None:
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+        self.headers = {"Content-Type": "application/json", "Accept": "image/png"}
+        if api_key:
+            self.headers["Authorization"] = f"Bearer {api_key}"
         self.last_inference_ms: float | None = None
         self._last_used = time.perf_counter()
 
@@ -137,8 +140,7 @@ class GenerateClient:
 
     def _send(self, payload: bytes) -> tuple[float, http.client.HTTPResponse, bytes]:
         start = time.perf_counter()
-        self.conn.request("POST", "/generate", body=payload, headers={"Content-Type": "application/json",
-                                                                     "Accept": "image/png"})
+        self.conn.request("POST", "/generate", body=payload, headers=self.headers)
         response = self.conn.getresponse()
         data = response.read()
         return time.perf_counter() - start, response, data

@@ -74,15 +74,17 @@ def cpu_stream_case(frames: int = 200, size: int = 256) -> dict:
 
 
 def gpu_stream_case(model: str | Path, vae: str | Path, frames: int = 600, size: int = 512,
-                    server_args: list[str] | None = None, device: str = "cuda", on_run=None) -> dict:
-    """The 512x512 1-step stream case on cuda; ``server_args`` are the pods' own flags (compile mode etc.).
+                    server_args: list[str] | None = None, device: str = "cuda", on_run=None,
+                    env: dict[str, str] | None = None) -> dict:
+    """The 512x512 1-step stream case on cuda; ``server_args`` and ``env`` are the pods' own (compile mode etc.).
 
     SD-Turbo-shaped: no guidance, and steps 2 x strength 0.5 = one denoising step per frame.
     """
     args = _server_args(Path(vae), size, ["--max-concurrency", "1", "--default-guidance-scale", "0",
                                           "--default-steps", "1", *(server_args or [])])
     # One intra-op thread on CPU (the smoke run), as in the CPU case: more only spin-wait on a small machine.
-    with ServerProcess(model, device, args, env={"OMP_NUM_THREADS": "1"} if device == "cpu" else None) as server:
+    env = {**(env or {}), **({"OMP_NUM_THREADS": "1"} if device == "cpu" else {})}
+    with ServerProcess(model, device, args, env=env or None) as server:
         server.wait_ready(timeout=600)
         runs = _runs(f"http://127.0.0.1:{server.port}", size, frames, steps=2, strength=0.5, open_fps=120,
                      on_run=None if on_run is None else (lambda r: on_run(_partial("gpu", size, r))))

@@ -19,3 +19,13 @@ def tiny_pipe():
     from benchmarks import sd21
 
     return sd21.build_pipeline("tiny", device="cpu", seed=0)
+
+
+@pytest.fixture(scope="session")
+def nvidia_pod(tmp_path_factory) -> Path:
+    """The nvidia pod's server settings rendered from the chart (benchmarks.podenv), as `make gpu-wheels` writes."""
+    from benchmarks import podenv
+
+    path = tmp_path_factory.mktemp("pod") / "nvidia-pod.json"
+    assert podenv.main(["--out", str(path)]) == 0
+    return path

@@ -1,36 +1,13 @@
-"""benchmarks.gpu: the --smoke run on CPU (same code paths as the GPU run) and its pure helpers."""
+"""benchmarks.gpu and benchmarks.gpu_common: the pipelines phase's helpers (the whole phase runs in the
+device_check.sh smoke test)."""
 from __future__ import annotations
 
 import json
 
 import pytest
 
-from benchmarks import gpu
-
-
-@pytest.mark.slow
-def test_smoke_run_writes_results_plot_and_e2e(tmp_path):
-    assert gpu.main(["--smoke", "--steps", "2", "--iters", "1", "--warmup", "0", "--e2e", "--e2e-requests", "1",
-                     "--out", str(tmp_path)]) == 0
-    [json_path] = tmp_path.glob("smoke-*.json")
-    assert json_path.with_suffix(".png").stat().st_size > 1000
-    result = json.loads(json_path.read_text())
-    assert result["smoke"] is True and result["device"] == "cpu" and result["arch"] == "tiny"
-    assert result["peak_bf16_dense_tflops"] is None
-    rows = result["results"]
-    assert {r["variant"] for r in rows} == set(gpu.SMOKE_VARIANTS)
-    assert {(r["steps"], r["cfg"]) for r in rows} == {(2, False), (2, True)}
-    for row in rows:
-        assert row["p50_ms"] > 0 and row["min_ms"] <= row["p50_ms"] <= row["p90_ms"]
-        assert row["tflop"] > 0 and row["achieved_tflops"] > 0 and row["fraction_of_peak"] is None
-        assert (row["options"] is None) == (row["variant"] == "diffusers")
-    assert len(result["summary"]) == 2
-    for case in result["summary"]:
-        assert case["speedup_exact"] == pytest.approx(case["baseline_p50_ms"] / case["best_exact_p50_ms"], rel=1e-2)
-        assert case["best_exact_variant"] in {"diffusers", "eager"}  # deepcache is approximate
-    e2e = result["e2e"]
-    assert e2e["ready_s"] > 0 and len(e2e["cases"]) == 2
-    assert all(case["http_p50_ms"] > 0 for case in e2e["cases"])
+from benchmarks import gpu, gpu_common
+from benchmarks.gpu_common import Case
 
 
 @pytest.mark.parametrize(
@@ -48,54 +25,90 @@ def test_smoke_run_writes_results_plot_and_e2e(tmp_path):
     ],
 )
 def test_peak_table(name, model, peak):
-    assert gpu.peak_bf16_tflops(name) == (model, peak)
+    assert gpu_common.peak_bf16_tflops(name) == (model, peak)
 
 
-def test_server_flags_mirror_the_options():
-    from serving.optimize import CudaOptions
-
-    assert gpu.server_flags(None) == []
-    assert gpu.server_flags(CudaOptions(compile=True, cuda_graphs=True)) == \
-        ["--dtype", "float16", "--compile", "--cuda-graphs"]
-    assert gpu.server_flags(CudaOptions(dtype="bfloat16", tiny_vae="/opt/taesd", deepcache_interval=3)) == \
-        ["--dtype", "bfloat16", "--tiny-vae", "/opt/taesd", "--deepcache-interval", "3"]
+def test_cases_put_the_target_cases_first():
+    cases = gpu_common.cases(512, [1, 4, 25], [True, False])
+    assert cases[:2] == [Case(512, 25, True), Case(512, 1, False)]
+    assert len(cases) == len(set(cases)) == 6
+    assert gpu_common.cases(512, [4], [False]) == [Case(512, 4, False)]
 
 
-def test_every_variant_has_valid_options():
-    for name in gpu.VARIANTS:
-        options = gpu.variant_options(name, "float16", "/opt/taesd")
-        assert (options is None) == (name == "diffusers")
+def test_case_request_body_matches_the_guidance_setting():
+    assert Case(512, 25, True).request_body(seed=3) == {
+        "prompt": gpu_common.PROMPT, "width": 512, "height": 512, "num_inference_steps": 25,
+        "guidance_scale": gpu_common.CFG_SCALE, "seed": 3, "negative_prompt": ""}
+    body = Case(512, 1, False).request_body()
+    assert body["guidance_scale"] == 0.0 and "negative_prompt" not in body
+    assert Case(512, 1, False).label == "512px 1 step no CFG"
 
 
-def test_summary_picks_exact_and_approximate_winners():
-    rows = [
-        {"variant": "diffusers", "exact": True, "size": 512, "steps": 4, "cfg": False, "p50_ms": 100.0,
-         "fraction_of_peak": 0.1},
-        {"variant": "compile", "exact": True, "size": 512, "steps": 4, "cfg": False, "p50_ms": 40.0,
-         "fraction_of_peak": 0.25},
-        {"variant": "deepcache", "exact": False, "size": 512, "steps": 4, "cfg": False, "p50_ms": 25.0,
-         "fraction_of_peak": 0.4},
-    ]
-    [case] = gpu.summarize(rows)
-    assert (case["best_exact_variant"], case["speedup_exact"]) == ("compile", 2.5)
-    assert (case["best_variant"], case["speedup_best"]) == ("deepcache", 4.0)
+def test_result_file_is_complete_json_after_every_change(tmp_path):
+    result = gpu_common.ResultFile(tmp_path / "sub" / "phase.json", {"phase": "x"})
+    assert json.loads(result.path.read_text())["phase"] == "x"
+    result.append("rows", {"p50_ms": 1.0})
+    result.append("rows", {"p50_ms": 2.0})
+    result.set(ready_s=3.5)
+    data = json.loads(result.path.read_text())
+    assert [r["p50_ms"] for r in data["rows"]] == [1.0, 2.0] and data["ready_s"] == 3.5 and "date" in data
+    assert [p.name for p in result.path.parent.iterdir()] == ["phase.json"]  # no temporary file left
 
 
-def test_bad_arguments_are_explained(capsys):
+def test_latency_stats():
+    assert gpu_common.latency_stats([5.0, 1.0, 3.0, 2.0, 4.0]) == {"p50_ms": 3.0, "p90_ms": 5.0, "min_ms": 1.0,
+                                                                  "iters": 5}
+
+
+def test_mean_abs_diff_is_in_uint8_levels():
+    from PIL import Image
+
+    black, grey = Image.new("RGB", (8, 8), (0, 0, 0)), Image.new("RGB", (8, 8), (10, 20, 30))
+    assert gpu.mean_abs_diff(grey, black) == 20.0
+    assert gpu.mean_abs_diff(black, black) == 0.0
+    with pytest.raises(ValueError, match="shapes differ"):
+        gpu.mean_abs_diff(Image.new("RGB", (4, 4)), black)
+
+
+def test_time_case_reports_the_first_call_apart_and_keeps_the_seed_0_image():
+    seeds = []
+
+    def generate(case, seed):
+        seeds.append(seed)
+        return f"image-{seed}"
+
+    stats, image = gpu.time_case(generate, Case(64, 1, False), "cpu", warmup=2, iters=3)
+    assert seeds == [0, 1, 2, 3, 4] and image == "image-0"
+    assert stats["iters"] == 3 and stats["first_call_ms"] >= 0
+
+
+def test_variants_baseline_always_included_and_named_variants_only(capsys):
+    assert gpu.build_parser().parse_args(["--out", "x", "--variants", "fast"]).variants == ["baseline", "fast"]
     with pytest.raises(SystemExit):
-        gpu.main(["--variants", "warp-speed"])
+        gpu.build_parser().parse_args(["--out", "x", "--variants", "warp-speed"])
     assert "unknown variant(s) ['warp-speed']" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        gpu.main(["--steps", "0"])
+        gpu.build_parser().parse_args(["--out", "x", "--steps", "0"])
     assert "positive integers" in capsys.readouterr().err
-    with pytest.raises(SystemExit, match="variant 'cuda-graphs' needs a CUDA device"):
-        gpu.main(["--smoke", "--variants", "cuda-graphs"])
-    assert gpu.build_parser().parse_args(["--variants", "eager"]).variants == ["diffusers", "eager"]
+    assert [v.exact for v in gpu.VARIANTS.values()] == [True, True, False, False]
 
 
-def test_without_a_gpu_the_full_run_says_how_to_proceed(monkeypatch):
+def test_approximate_variants_add_one_server_setting():
+    models = gpu_common.ModelFiles(checkpoint="/m/ckpt", tiny_vae="/m/taesd", arch="sd21")
+    assert gpu.VARIANTS["fast"].overrides(models) == {}
+    assert gpu.VARIANTS["tiny-vae"].overrides(models) == {"tiny_vae": "/m/taesd"}
+    assert gpu.VARIANTS["deepcache"].overrides(models) == {"deepcache_interval": 3}
+    assert gpu.VARIANTS["baseline"].overrides is None
+
+
+def test_without_a_gpu_the_full_run_says_how_to_proceed(monkeypatch, tmp_path):
     import torch
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(SystemExit, match="no CUDA device.*--smoke"):
-        gpu.main([])
+        gpu.main(["--out", str(tmp_path)])
+
+
+def test_a_missing_pod_file_names_the_make_target(tmp_path):
+    with pytest.raises(SystemExit, match="make gpu-wheels"):
+        gpu.main(["--smoke", "--out", str(tmp_path), "--pod", str(tmp_path / "absent.json")])

@@ -1,0 +1,83 @@
+"""benchmarks/device_check.sh: shellcheck, the whole --smoke run on CPU (every phase, the report), the deadline."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+SCRIPT = REPO_ROOT / "benchmarks" / "device_check.sh"
+# What the device tool brings back from $OUT: at most 8 plain files, named in letters, digits, '.', '_', '-'.
+RETURNED_NAME = re.compile(r"[A-Za-z0-9._-]+")
+
+
+def _shellcheck() -> str:
+    return shutil.which("shellcheck") or str(Path(sys.executable).parent / "shellcheck")
+
+
+def test_script_passes_shellcheck():
+    result = subprocess.run([_shellcheck(), "-x", "-s", "bash", "-S", "style", str(SCRIPT.relative_to(REPO_ROOT))],
+                            capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _run(tmp_path, pod, *args, **env) -> subprocess.CompletedProcess:
+    environ = {**os.environ, "OUT": str(tmp_path / "out"), "WORK": str(tmp_path / "work"), "POD": str(pod),
+               "PYTHON": sys.executable, **env}
+    return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, cwd=tmp_path, env=environ,
+                          timeout=600)
+
+
+@pytest.mark.slow
+def test_smoke_run_measures_every_phase_and_ends_with_the_table(tmp_path, nvidia_pod):
+    result = _run(tmp_path, nvidia_pod, "--smoke")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    out = tmp_path / "out"
+    files = sorted(p.name for p in out.iterdir())
+    streams = [name for name in files if name.startswith("stream-smoke-cpu-")]
+    assert len(streams) == 1 and sorted(set(files) - set(streams)) == [
+        "coldstart.json", "device_check.log", "e2e-tiny-vae.json", "e2e.json", "pipelines.json", "report.txt"]
+    assert all(RETURNED_NAME.fullmatch(name) for name in files)
+
+    pipelines = json.loads((out / "pipelines.json").read_text())
+    assert pipelines["smoke"] is True and pipelines["numerics"]["device_type"] == "cpu"
+    assert pipelines["versions"]["diffusers"] and not pipelines["errors"]
+    assert {r["variant"] for r in pipelines["rows"]} == {"baseline", "fast", "tiny-vae", "deepcache"}
+    for row in pipelines["rows"]:
+        assert row["p50_ms"] > 0 and row["first_call_ms"] > 0
+        assert (row["mean_abs_diff_vs_baseline"] is None) == (row["variant"] == "baseline")
+    assert pipelines["variants"]["fast"]["settings"]["warmup_sizes"] == "64x64"
+    e2e = json.loads((out / "e2e.json").read_text())
+    assert e2e["ready_s"] > 0 and {(r["steps"], r["cfg"]) for r in e2e["rows"]} == {(1, True), (1, False)}
+    assert all(r["http_p50_ms"] > 0 and r["failed"] == 0 for r in e2e["rows"])
+    assert "--warmup-sizes" in e2e["server_command"] and "--compile-cache-dir" in e2e["server_command"]
+    tiny = json.loads((out / "e2e-tiny-vae.json").read_text())
+    assert "--tiny-vae" in tiny["server_command"] and len(tiny["rows"]) == 1
+    cold = json.loads((out / "coldstart.json").read_text())
+    assert cold["ready_s"] > 0 and "error" not in cold["first_request"]
+    stream = json.loads((out / streams[0]).read_text())
+    assert stream["summary"]["closed_loop_fps"] > 0
+
+    report = (out / "report.txt").read_text()
+    assert "SMOKE RUN" in report and "not measured" not in report
+    assert re.search(r"e2e\s+ok", report) and re.search(r"stream\s+ok", report)
+    assert report in (out / "device_check.log").read_text()
+
+
+def test_the_deadline_skips_phases_and_still_reports(tmp_path, nvidia_pod):
+    result = _run(tmp_path, nvidia_pod, "--smoke", DEADLINE="5")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    report = (tmp_path / "out" / "report.txt").read_text()
+    assert report.count("SKIPPED (deadline)") == 6 and report.count("not measured") == 5
+
+
+def test_unknown_arguments_are_refused(tmp_path, nvidia_pod):
+    result = _run(tmp_path, nvidia_pod, "--fast")
+    assert result.returncode == 2 and "usage:" in result.stderr
