@@ -16,7 +16,8 @@
 #   stream       the WebSocket frame stream
 # and ends with the table against the targets (benchmarks.gpu_report), also written to $OUT/report.txt.
 # Everything ends within DEADLINE seconds (default 470) of the start: a phase gets min(its limit, what is left).
-# Limits can be changed per phase: LIMIT_E2E=200 bash benchmarks/device_check.sh
+# Limits can be changed per phase: LIMIT_E2E=200 bash benchmarks/device_check.sh; POD_SET (below) changes the
+# pods' server settings for the run.
 set -uo pipefail  # no -e: one failed phase must not stop the ones after it
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
@@ -89,21 +90,28 @@ if [[ ! -f "$pod" ]]; then
   echo "no $pod: 'make gpu-wheels' renders the pod's server settings next to the wheels" >&2
   exit 1
 fi
+# The pods' settings with this run's changes (POD_SET, space-separated SERVING_NAME=VALUE; empty: exactly the
+# pods'). By default warm-up covers one image per request and compiles without autotuning: the pods warm 1..4
+# images with max-autotune-no-cudagraphs, which costs minutes per shape on a fresh machine (a pod pays it once per
+# GPU type through the compile cache) and does not fit this window. Every result and the table name the changes.
+read -ra pod_set <<<"${POD_SET-SERVING_MAX_IMAGES=1 SERVING_COMPILE_MODE=default}"
+timeout 60 "$py" -m benchmarks.podenv --from "$pod" --out "$work/pod-run.json" "${pod_set[@]/#/--set=}" || exit 1
+pod="$work/pod-run.json"
 # Versions actually imported (carried wheels first on the path), and a clear failure now if one is missing.
 timeout 120 "$py" -c "import serving.server, benchmarks.gpu_e2e" || exit 1
 timeout 120 "$py" -m benchmarks.gpu_common "$work" || exit 1
 
 common=(--out "$out" --work "$work" --pod "$pod" ${smoke:+"$smoke"})
-phase prepare "$(limit prepare 45)" "$py" -c "import sys; from pathlib import Path; \
+phase prepare "$(limit prepare 40)" "$py" -c "import sys; from pathlib import Path; \
 from benchmarks.gpu_common import ensure_models; print(ensure_models(Path(sys.argv[1]), sys.argv[2] == 'smoke'))" \
   "$work" "${smoke:+smoke}"
-phase e2e "$(limit e2e 130)" "$py" -m benchmarks.gpu_e2e e2e "${common[@]}"
+phase e2e "$(limit e2e 190)" "$py" -m benchmarks.gpu_e2e e2e "${common[@]}"
 phase coldstart "$(limit coldstart 50)" "$py" -m benchmarks.gpu_e2e coldstart "${common[@]}"
-phase pipelines "$(limit pipelines 110)" "$py" -m benchmarks.gpu "${common[@]}"
-phase e2e-tiny-vae "$(limit e2e-tiny-vae 40)" "$py" -m benchmarks.gpu_e2e e2e --tiny-vae --steps 1 --cfg off \
+phase pipelines "$(limit pipelines 100)" "$py" -m benchmarks.gpu "${common[@]}"
+phase e2e-tiny-vae "$(limit e2e-tiny-vae 45)" "$py" -m benchmarks.gpu_e2e e2e --tiny-vae --steps 1 --cfg off \
   "${common[@]}"
-phase stream "$(limit stream 35)" "$py" -m benchmarks.gpu_stream "${common[@]}"
-timeout 30 "$py" -m benchmarks.gpu_report "$out" --phases "$phases" --write "$out/report.txt"
+phase stream "$(limit stream 30)" "$py" -m benchmarks.gpu_stream "${common[@]}"
+timeout 30 "$py" -m benchmarks.gpu_report "$out" --phases "$phases" --pod "$pod" --write "$out/report.txt"
 echo "done in ${SECONDS}s; results in $out"
 exec >&- 2>&-
 wait "$tee_pid"

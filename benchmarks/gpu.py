@@ -216,7 +216,8 @@ def run(args: argparse.Namespace) -> Path:
     result = ResultFile(args.out / "pipelines.json", {
         "phase": "pipelines", "smoke": args.smoke, "device": device, "gpu": gpu, "gpu_model": model,
         "peak_bf16_dense_tflops": peak, "arch": arch.name, "versions": found, "numerics": numerics,
-        "iters": iters, "warmup": warmup, "cases": [c.key() for c in cases],
+        "pod_deviations": pod.get("deviations") or {}, "iters": iters, "warmup": warmup,
+        "cases": [c.key() for c in cases],
         "variants": {n: {"description": VARIANTS[n].description, "exact": VARIANTS[n].exact} for n in variants},
         "rows": [], "errors": []})
     references: dict[Case, Any] = {}
@@ -226,7 +227,10 @@ def run(args: argparse.Namespace) -> Path:
             if variant.overrides is None:
                 generate, info = load_baseline(models, device)
             else:
-                settings = podenv.settings(pod, models.checkpoint, device, cases[0].size, **variant.overrides(models))
+                # The e2e server's compile cache directory: this process finds its artifacts as a later pod would.
+                settings = podenv.settings(pod, models.checkpoint, device, cases[0].size,
+                                           compile_cache_dir=str(args.work / "compile-cache"),
+                                           **variant.overrides(models))
                 generate, info = load_server_path(settings)
                 info["settings"] = _settings_summary(settings)
         except Exception as exc:  # noqa: BLE001 - one variant failing must not cost the others

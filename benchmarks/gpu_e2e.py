@@ -98,7 +98,8 @@ def run_e2e(args: argparse.Namespace) -> Path:
     result = ResultFile(args.out / name, {
         "phase": "e2e-tiny-vae" if args.tiny_vae else "e2e", "smoke": args.smoke,
         "gpu": gpu_common.gpu_label(args.smoke, found), "versions": found,
-        "server_command": server.command[1:], "pod_env": pod["env"], "requests": requests, "warmup": warmup,
+        "server_command": server.command[1:], "pod_env": pod["env"], "pod_deviations": pod.get("deviations") or {},
+        "requests": requests, "warmup": warmup,
         "rows": []})
     try:
         server.start()
@@ -131,7 +132,8 @@ def run_coldstart(args: argparse.Namespace) -> Path:
     cache = args.work / "compile-cache"
     result = ResultFile(args.out / "coldstart.json", {
         "phase": "coldstart", "smoke": args.smoke, "gpu": gpu_common.gpu_label(args.smoke, found),
-        "versions": found, "compile_cache_dir": str(cache), "weights_in_page_cache": True})
+        "versions": found, "pod_deviations": pod.get("deviations") or {}, "compile_cache_dir": str(cache),
+        "weights_in_page_cache": True})
     if not _cache_size(cache)["files"]:
         fill, _ = _server(args, pod, models, cases[0].size)
         try:

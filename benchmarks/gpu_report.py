@@ -84,7 +84,7 @@ def target_rows(results: dict[str, dict[str, Any]]) -> list[tuple[str, str, str,
     span = _steps(e2e)
     most, fewest = (span[1], span[0]) if span else (25, 1)
     row = _row(e2e.get("rows") or [], most, True)
-    add("http_25_cfg", f"HTTP p50, {most} steps with CFG", row and row.get("http_p50_ms"))
+    add("http_25_cfg", f"HTTP p50, {most} step{'s' if most > 1 else ''} with CFG", row and row.get("http_p50_ms"))
     row = _row(e2e.get("rows") or [], fewest, False)
     add("http_1", f"HTTP p50, {fewest} step{'s' if fewest > 1 else ''} no CFG", row and row.get("http_p50_ms"))
     tiny = results.get("e2e-tiny-vae", {})
@@ -171,12 +171,23 @@ def phase_lines(path: Path | None) -> list[str]:
     return ["phases:", *lines] if lines else []
 
 
-def render(results: dict[str, dict[str, Any]], phases: Path | None = None) -> str:
+def deviation_line(results: dict[str, dict[str, Any]], pod: Path | None = None) -> str:
+    """The server settings the run changed from the pods' (the run's pod file, and what each phase recorded)."""
+    deviations: dict[str, Any] = dict(json.loads(pod.read_text()).get("deviations") or {}) if pod else {}
+    for data in results.values():
+        deviations.update(data.get("pod_deviations") or {})
+    if not deviations:
+        return "server settings: exactly the nvidia pods' (rendered chart)"
+    return "server settings differing from the nvidia pods': " + ", ".join(
+        f"{name} {d.get('run')} (pods: {d.get('pod')})" for name, d in sorted(deviations.items()))
+
+
+def render(results: dict[str, dict[str, Any]], phases: Path | None = None, pod: Path | None = None) -> str:
     rows = target_rows(results)
     smoke = any(d.get("smoke") for d in results.values())
     header = ("what", "measured", "target", "verdict", "gap")
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(5)]
-    lines = [version_line(results), *phase_lines(phases)]
+    lines = [version_line(results), deviation_line(results, pod), *phase_lines(phases)]
     if smoke:
         lines.append("SMOKE RUN (CPU, tiny layout): the plumbing only; no number here says anything about a GPU")
     lines += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header, *rows]]
@@ -187,9 +198,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.gpu_report", description=__doc__.split("\n\n")[0])
     p.add_argument("directory", type=Path)
     p.add_argument("--phases", type=Path, default=None, help="device_check.sh's phase log (tab-separated)")
+    p.add_argument("--pod", type=Path, default=None, help="the run's pod file (benchmarks.podenv), for its changes")
     p.add_argument("--write", type=Path, default=None, help="also write the table to this file")
     args = p.parse_args(argv)
-    text = render(load_results(args.directory), args.phases)
+    text = render(load_results(args.directory), args.phases, args.pod)
     print(text, end="")
     if args.write:
         args.write.write_text(text)

@@ -5,7 +5,7 @@
 
 SD-Turbo-shaped frames (no guidance, one denoising step: steps 2 x strength 0.5) with a random-weight tiny
 autoencoder in TAESD's layout, CUDA graphs captured at start-up, the server configured as the nvidia pod
-(benchmarks.podenv; the stream's own flags on top; no API key). Closed loop (per-frame latency and overhead) and
+(benchmarks.podenv; the stream's own flags and the e2e phase's compile cache on top; no API key). Closed loop (per-frame latency and overhead) and
 open loop at 120 fps (delivered fps, dropped fraction). Target: >= 60 fps per stream end to end. Writes
 DIR/stream-<gpu>.json after each run (a timeout keeps what was measured).
 """
@@ -41,10 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     models = gpu_common.ensure_models(args.work, args.smoke)
     result = ResultFile(args.out / f"stream-{'smoke-' if args.smoke else ''}{gpu_common.slug(gpu)}.json",
                         {"phase": "stream", "gpu": gpu, "smoke": args.smoke, "size": size, "frames": frames,
-                         "versions": found, "pod_args": pod["args"]})
+                         "versions": found, "pod_args": pod["args"],
+                         "pod_deviations": pod.get("deviations") or {}})
     outcome = gpu_stream_case(models.checkpoint, models.tiny_vae, frames=frames, size=size,
                               device="cpu" if args.smoke else "cuda", on_run=lambda r: result.set(**r),
-                              server_args=list(pod["args"]), env=podenv.server_env(pod))
+                              server_args=[*pod["args"], "--compile-cache-dir", str(args.work / "compile-cache")],
+                              env=podenv.server_env(pod))
     result.set(**outcome)
     print(format_table(outcome["summary"]))
     print(f"results: {result.path}")

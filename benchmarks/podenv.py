@@ -109,14 +109,39 @@ def settings(pod: dict[str, Any], model: Path, device: str, warmup_size: int, **
     return settings_from(values, environ)
 
 
+def with_changes(pod: dict[str, Any], changes: list[str]) -> dict[str, Any]:
+    """The pod with SERVING_NAME=VALUE env changes applied (an empty VALUE removes the variable), each recorded
+    under "deviations" as {"pod": the pod's value, "run": the value used}, so every result names them."""
+    env, deviations = dict(pod["env"]), dict(pod.get("deviations") or {})
+    for change in changes:
+        name, sep, value = change.partition("=")
+        if not sep or not name.startswith("SERVING_") or not name[8:].replace("_", "").isalnum():
+            raise PodEnvError(f"--set {change!r}: expected SERVING_NAME=VALUE (an empty VALUE unsets it)")
+        deviations[name] = {"pod": pod["env"].get(name), "run": value or None}
+        if value:
+            env[name] = value
+        else:
+            env.pop(name, None)
+    return {**pod, "env": env, "deviations": deviations}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.podenv", description=__doc__.split("\n\n")[0])
     parser.add_argument("--accelerator", default="nvidia")
     parser.add_argument("--out", type=Path, default=DEFAULT_PATH)
+    parser.add_argument("--from", dest="source", type=Path, default=None,
+                        help="start from this rendered file instead of rendering the chart")
+    parser.add_argument("--set", dest="changes", action="append", default=[], metavar="SERVING_NAME=VALUE",
+                        help="change one pod env variable for this run (recorded as a deviation)")
     args = parser.parse_args(argv)
-    pod = render(args.accelerator)
+    try:
+        pod = with_changes(load(args.source) if args.source else render(args.accelerator), args.changes)
+    except PodEnvError as exc:
+        raise SystemExit(f"benchmarks.podenv: {exc}") from None
+    pod.pop("date", None)
     result = ResultFile(args.out, pod)
-    print(f"wrote {result.path}: {len(pod['env'])} env variables, args {pod['args']}")
+    print(f"wrote {result.path}: {len(pod['env'])} env variables, args {pod['args']}"
+          + "".join(f"; {k} {v['run']} (pod: {v['pod']})" for k, v in pod["deviations"].items()))
     return 0
 
 

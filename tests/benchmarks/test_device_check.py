@@ -67,6 +67,9 @@ def test_smoke_run_measures_every_phase_and_ends_with_the_table(tmp_path, nvidia
 
     report = (out / "report.txt").read_text()
     assert "SMOKE RUN" in report and "not measured" not in report
+    assert "differing from the nvidia pods': SERVING_COMPILE_MODE default" in report
+    assert pipelines["pod_deviations"]["SERVING_MAX_IMAGES"]["run"] == "1"
+    assert pipelines["variants"]["fast"]["settings"]["compile_mode"] == "default"
     assert re.search(r"e2e\s+ok", report) and re.search(r"stream\s+ok", report)
     assert report in (out / "device_check.log").read_text()
 
@@ -76,6 +79,14 @@ def test_the_deadline_skips_phases_and_still_reports(tmp_path, nvidia_pod):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     report = (tmp_path / "out" / "report.txt").read_text()
     assert report.count("SKIPPED (deadline)") == 6 and report.count("not measured") == 5
+    assert "differing from the nvidia pods': SERVING_COMPILE_MODE default" in report
+
+
+def test_pod_set_empty_runs_the_pods_settings_exactly(tmp_path, nvidia_pod):
+    result = _run(tmp_path, nvidia_pod, "--smoke", DEADLINE="5", POD_SET="")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert json.loads((tmp_path / "work" / "pod-run.json").read_text())["deviations"] == {}
+    assert "server settings: exactly the nvidia pods'" in (tmp_path / "out" / "report.txt").read_text()
 
 
 def test_unknown_arguments_are_refused(tmp_path, nvidia_pod):

@@ -62,6 +62,7 @@ def test_render_shows_versions_phases_details_and_errors(tmp_path):
     phases.write_text("prepare\t0\t20\t45\ne2e\t124\t130\t130\nstream\tskipped\t0\t0\npipelines\t1\t3\t110\n")
     text = gpu_report.render(gpu_report.load_results(tmp_path), phases)
     assert text.startswith("versions: gpu NVIDIA H200, torch 2.11.0+cu130")
+    assert "server settings: exactly the nvidia pods' (rendered chart)" in text
     assert "SMOKE" not in text
     for fragment in ("e2e           TIMED OUT", "stream        SKIPPED (deadline)", "pipelines     FAILED (exit 1)",
                      "prepare       ok", "first request 30.0 ms ERROR", "tiny-vae  25 st CFG",
@@ -86,3 +87,13 @@ def test_main_writes_the_table(tmp_path, capsys):
     assert gpu_report.main([str(tmp_path), "--write", str(tmp_path / "report.txt")]) == 0
     assert capsys.readouterr().out == (tmp_path / "report.txt").read_text()
     assert "SMOKE RUN" in (tmp_path / "report.txt").read_text()
+
+
+def test_deviations_from_the_pods_are_named(tmp_path):
+    _write(tmp_path, "e2e.json", {**_e2e(100.0, 10.0), "pod_deviations": {
+        "SERVING_COMPILE_MODE": {"pod": "max-autotune-no-cudagraphs", "run": "default"}}})
+    _write(tmp_path, "coldstart.json", {"ready_s": 5.0, "pod_deviations": {"SERVING_MAX_IMAGES": {"pod": "4",
+                                                                                                  "run": "1"}}})
+    text = gpu_report.render(gpu_report.load_results(tmp_path))
+    assert ("server settings differing from the nvidia pods': SERVING_COMPILE_MODE default (pods: "
+            "max-autotune-no-cudagraphs), SERVING_MAX_IMAGES 1 (pods: 4)") in text

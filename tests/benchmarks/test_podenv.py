@@ -79,3 +79,28 @@ def test_render_refuses_what_a_standalone_run_cannot_reproduce(monkeypatch):
     pod = podenv.render()
     assert pod["env"] == {"SERVING_COMPILE": "1"} and pod["args"] == ["--compile"]
     assert pod["removed_for_standalone_run"] == ["SERVING_COMPILE_CACHE_S3"]
+
+
+def test_changes_are_applied_and_recorded_as_deviations():
+    pod = {"env": {"SERVING_COMPILE_MODE": "max-autotune-no-cudagraphs", "SERVING_MAX_IMAGES": "4"}, "args": []}
+    run = podenv.with_changes(pod, ["SERVING_COMPILE_MODE=default", "SERVING_MAX_IMAGES=", "SERVING_DTYPE=bfloat16"])
+    assert run["env"] == {"SERVING_COMPILE_MODE": "default", "SERVING_DTYPE": "bfloat16"}
+    assert run["deviations"] == {"SERVING_COMPILE_MODE": {"pod": "max-autotune-no-cudagraphs", "run": "default"},
+                                 "SERVING_MAX_IMAGES": {"pod": "4", "run": None},
+                                 "SERVING_DTYPE": {"pod": None, "run": "bfloat16"}}
+    assert pod["env"]["SERVING_MAX_IMAGES"] == "4"  # the rendered pod itself is untouched
+    assert podenv.with_changes(pod, [])["deviations"] == {}
+    for bad in ("COMPILE_MODE=default", "SERVING_COMPILE_MODE", "SERVING_A B=1"):
+        with pytest.raises(podenv.PodEnvError, match="expected SERVING_NAME=VALUE"):
+            podenv.with_changes(pod, [bad])
+
+
+def test_main_derives_a_run_file_from_a_rendered_one(tmp_path, capsys):
+    source = tmp_path / "pod.json"
+    source.write_text(json.dumps({"env": {"SERVING_MAX_IMAGES": "4"}, "args": ["--compile"]}))
+    assert podenv.main(["--from", str(source), "--set", "SERVING_MAX_IMAGES=1", "--out", str(tmp_path / "run.json")]) == 0
+    run = podenv.load(tmp_path / "run.json")
+    assert run["env"] == {"SERVING_MAX_IMAGES": "1"} and run["args"] == ["--compile"]
+    assert "SERVING_MAX_IMAGES 1 (pod: 4)" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="expected SERVING_NAME=VALUE"):
+        podenv.main(["--from", str(source), "--set", "X=1", "--out", str(tmp_path / "bad.json")])
