@@ -112,6 +112,19 @@ def is_root_user(user: str) -> bool:
     return name in ("", "0", "root")
 
 
+# Kubernetes quantity suffixes; tmpfs's size= knows only k, m and g (powers of 1024), so sizes go to it in bytes.
+_QUANTITY_SUFFIXES = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
+                      "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+
+
+def quantity_bytes(quantity: str) -> int:
+    """Bytes of a Kubernetes storage quantity such as ``4Gi``, ``4096Mi`` or ``500M``."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)(Ki|Mi|Gi|Ti|k|M|G|T)?", str(quantity))
+    if not match:
+        raise ValueError(f"sizeLimit: {quantity!r} is not a Kubernetes quantity this tool understands (e.g. 4Gi)")
+    return int(float(match.group(1)) * _QUANTITY_SUFFIXES[match.group(2) or ""])
+
+
 def pod_spec(image_config: dict, deployment: dict) -> dict:
     """Everything the sandbox needs to start the container as the kubelet would."""
     pod = deployment["spec"]["template"]["spec"]
@@ -122,7 +135,8 @@ def pod_spec(image_config: dict, deployment: dict) -> dict:
     for mount in container.get("volumeMounts", []):
         volume = volumes[mount["name"]]
         if "emptyDir" in volume:
-            writable.append({"path": mount["mountPath"], "size": volume["emptyDir"].get("sizeLimit")})
+            limit = volume["emptyDir"].get("sizeLimit")
+            writable.append({"path": mount["mountPath"], "size": quantity_bytes(limit) if limit else None})
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     readiness = container["readinessProbe"]["httpGet"]
     startup = container["startupProbe"]

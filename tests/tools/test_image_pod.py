@@ -46,11 +46,25 @@ def test_the_spec_takes_user_file_system_and_probes_from_the_chart(deployment):
     assert spec["groups"] == [10001]
     assert spec["read_only_root"] and spec["no_new_privs"]
     assert [w["path"] for w in spec["writable"]] == [inference.SCRATCH_DIR] == ["/tmp"]
+    # In bytes: tmpfs's size= does not parse Kubernetes suffixes such as the chart's "4096Mi".
+    (volume,) = [v for v in deployment["spec"]["template"]["spec"]["volumes"] if "emptyDir" in v]
+    assert spec["writable"][0]["size"] == image_pod.quantity_bytes(volume["emptyDir"]["sizeLimit"]) > 0
     assert spec["port"] == inference.HTTP_PORT and spec["readiness_path"] == inference.READINESS_PATH
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     probe = container["startupProbe"]
     assert spec["startup_budget_s"] == probe["periodSeconds"] * probe["failureThreshold"]
     assert spec["api_key_path"].startswith(inference.SCRATCH_DIR + "/")
+
+
+@pytest.mark.parametrize(("quantity", "size"), [("4Gi", 4 * 2**30), ("4096Mi", 4 * 2**30), ("500M", 500 * 10**6),
+                                               ("1.5Gi", 3 * 2**29), ("1024", 1024)])
+def test_storage_quantities_become_bytes(quantity, size):
+    assert image_pod.quantity_bytes(quantity) == size
+
+
+def test_unknown_quantities_name_the_field():
+    with pytest.raises(ValueError, match="sizeLimit"):
+        image_pod.quantity_bytes("4 gigs")
 
 
 def test_the_env_is_the_deployments_except_what_needs_a_cluster(deployment):
