@@ -75,13 +75,19 @@ def _in_daemon_thread(fn: Callable[[], Any]) -> asyncio.Future:
     loop = asyncio.get_running_loop()
     future = loop.create_future()
 
+    def settle(outcome: Any, failed: bool) -> None:
+        if not future.done():
+            (future.set_exception if failed else future.set_result)(outcome)
+
     def target():
+        # The exception is passed as an argument: Python unbinds an `except ... as` name when the block ends, so a
+        # closure over it would raise NameError on the loop and the load would never finish.
         try:
             result = fn()
         except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
-            loop.call_soon_threadsafe(lambda: future.done() or future.set_exception(exc))
+            loop.call_soon_threadsafe(settle, exc, True)
         else:
-            loop.call_soon_threadsafe(lambda: future.done() or future.set_result(result))
+            loop.call_soon_threadsafe(settle, result, False)
 
     threading.Thread(target=target, name="model-load", daemon=True).start()
     return future

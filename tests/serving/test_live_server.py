@@ -170,3 +170,23 @@ def test_sigterm_drains_in_flight_request_and_exits_0(server):
     assert server.proc.wait(timeout=20) == 0
     assert time.monotonic() - signalled < 20  # --drain-timeout
     assert json.loads(server.log_text().strip().splitlines()[-1])["msg"] == "exit"
+
+
+def test_a_model_that_fails_to_load_exits_1_with_the_reason(tiny_model, tmp_path):
+    """Black-box: weights that cannot be read fail the load on the loader thread; the process logs why and exits 1
+    instead of answering /readyz 503 forever."""
+    import shutil
+
+    broken = tmp_path / "model"
+    shutil.copytree(tiny_model, broken)
+    weights = next((broken / "vae").glob("*.safetensors"))
+    weights.write_bytes(b"\x00" * 16)  # not a safetensors header
+    srv = LiveServer(broken, tmp_path / "server.log", "--skip-warmup")
+    try:
+        srv.proc.wait(timeout=60)
+        log = srv.log_text()
+    finally:
+        srv.stop()
+    assert srv.proc.returncode == 1, log
+    failed = [json.loads(line) for line in log.splitlines() if '"model load failed"' in line]
+    assert failed and "safetensors" in json.dumps(failed[0]).lower(), log

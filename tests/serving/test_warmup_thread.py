@@ -82,3 +82,19 @@ def test_shutdown_cancels_a_running_warmup():
 
     asyncio.run(scenario())
     assert outcome == ["cancelled"]
+
+
+def test_a_failed_load_reaches_the_awaiting_coroutine():
+    """The loader thread's exception is the load's result; it must not be lost (the server would stay 503 forever
+    instead of exiting 1)."""
+    state = build_state(Settings(model="tiny", device="cpu", max_streams=0))
+
+    def fails(_settings):
+        raise PermissionError(13, "Permission denied", "/opt/model/vae/diffusion_pytorch_model.safetensors")
+
+    async def scenario():
+        with pytest.raises(PermissionError, match="Permission denied"):
+            await asyncio.wait_for(load_model(state, create_backend=fails), timeout=10)
+
+    asyncio.run(scenario())
+    state.engine.shutdown()
