@@ -158,14 +158,46 @@ def pod_spec(image_config: dict, deployment: dict) -> dict:
     }
 
 
+def _stderr_lines(stderr_text: str) -> list[str]:
+    """Raw stderr lines; once the server's logging is up it captures the interpreter's stderr into JSON lines
+    (logger "stderr"), so those are unwrapped to the text Python wrote."""
+    lines = []
+    for line in stderr_text.splitlines():
+        if line.startswith("{"):
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                entry = None
+            if isinstance(entry, dict) and entry.get("logger") == "stderr":
+                lines.extend(str(entry.get("msg", "")).splitlines())
+                continue
+        lines.append(line)
+    return lines
+
+
 def compiled_from_source(stderr_text: str) -> list[str]:
     """Modules Python had to compile at run time (PYTHONVERBOSE): no .pyc in the image, or a stale one."""
     found = []
-    for line in stderr_text.splitlines():
+    for line in _stderr_lines(stderr_text):
         match = _COMPILED_FROM_SOURCE.match(line.strip())
         if match:
             found.append(match.group(1))
     return sorted(set(found))
+
+
+def load_failures(stderr_text: str) -> list[str]:
+    """The reason the server gave for a failed model load (its JSON log line), so a failed run says why."""
+    reasons = []
+    for line in stderr_text.splitlines():
+        if '"model load failed"' not in line:
+            continue
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        trace = str(entry.get("exc") or "").strip().splitlines()
+        reasons.append(trace[-1] if trace else entry.get("msg", ""))
+    return reasons
 
 
 def read_only_violations(strace_text: str) -> list[str]:
@@ -192,7 +224,9 @@ def run(ref: str, report_path: Path) -> int:
     work = CACHE_DIR / "pod"
     result = image_sandbox.run_pod(ref, spec, work)
     problems += result.pop("problems")
-    sources = compiled_from_source(result.pop("stderr"))
+    stderr_text = result.pop("stderr")
+    problems += [f"the model failed to load: {reason}" for reason in load_failures(stderr_text)]
+    sources = compiled_from_source(stderr_text)
     if sources:
         problems.append(f"{len(sources)} imported modules have no valid bytecode in the image: "
                         + ", ".join(sources[:20]))

@@ -95,8 +95,24 @@ def test_modules_compiled_at_run_time_are_found():
         "# bytecode is stale for 'serving.settings'",
         '{"level": "info", "msg": "ready"}',
         "# code object from '/app/serving/settings.py'",
+        # Once logging is configured, the server's JSON logger carries what the interpreter writes to stderr.
+        json.dumps({"level": "warning", "logger": "stderr", "msg": "# code object from '/app/serving/engine.py'"}),
+        json.dumps({"level": "info", "logger": "serving", "msg": "# code object from '/app/not/stderr.py'"}),
     ])
-    assert image_pod.compiled_from_source(stderr) == ["/app/serving/settings.py"]
+    assert image_pod.compiled_from_source(stderr) == ["/app/serving/engine.py", "/app/serving/settings.py"]
+
+
+def test_a_failed_model_load_names_its_reason():
+    stderr = "\n".join([
+        "# code object from '/usr/lib/python3.11/__pycache__/os.cpython-311.pyc'",
+        json.dumps({"level": "error", "msg": "model load failed",
+                    "exc": "Traceback (most recent call last):\n  ...\nPermissionError: [Errno 13] Permission denied: "
+                           "'/opt/model/vae/diffusion_pytorch_model.safetensors'"}),
+        json.dumps({"level": "info", "msg": "exit"}),
+    ])
+    assert image_pod.load_failures(stderr) == [
+        "PermissionError: [Errno 13] Permission denied: '/opt/model/vae/diffusion_pytorch_model.safetensors'"]
+    assert image_pod.load_failures('{"msg": "ready"}') == []
 
 
 def test_writes_refused_by_the_read_only_root_are_found():
