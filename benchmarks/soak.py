@@ -19,6 +19,7 @@ import re
 import socket
 import statistics
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -110,6 +111,12 @@ def _rss_kib(pid: int) -> int:
     return 0
 
 
+def _rss_by_quarter(samples: list[tuple[float, int]], wall_s: float) -> list[int]:
+    """Peak RSS in each quarter of the run: a leak climbs quarter after quarter, allocator warm-up levels off."""
+    quarters = [[rss for t, rss in samples if q * wall_s / 4 <= t < (q + 1) * wall_s / 4] for q in range(4)]
+    return [max(q) if q else 0 for q in quarters]
+
+
 def _percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
@@ -134,9 +141,20 @@ def run(requests: int, concurrency: int, seed: int) -> dict:
         rss_before = _rss_kib(server.proc.pid)
         started = time.perf_counter()
         seeds = [rng.randrange(2**32) for _ in kinds]
+        samples: list[tuple[float, int]] = []
+        done = threading.Event()
+
+        def sample_rss() -> None:
+            while not done.wait(1.0):
+                samples.append((time.perf_counter() - started, _rss_kib(server.proc.pid)))
+
+        sampler = threading.Thread(target=sample_rss, daemon=True)
+        sampler.start()
         with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
             results = list(pool.map(lambda pair: one(server.port, pair[0], random.Random(pair[1])), zip(kinds, seeds)))
         wall_s = time.perf_counter() - started
+        done.set()
+        sampler.join()
         time.sleep(1.0)  # aborted generations stop at their next step
         rss_after = _rss_kib(server.proc.pid)
         # Probe lines are left out: /readyz answers 503 until the model is loaded, by design.
@@ -160,6 +178,7 @@ def run(requests: int, concurrency: int, seed: int) -> dict:
         "client_5xx": sum(1 for r in results if (r["status"] or 0) >= 500), "server_logged_5xx": server_5xx,
         "lost_after_admission": lost, "server_logged_499": sum(1 for e in logged if e.get("status") == 499),
         "rss_kib_before": rss_before, "rss_kib_after": rss_after, "rss_growth_kib": rss_after - rss_before,
+        "rss_kib_peak_by_quarter": _rss_by_quarter(samples, wall_s),
         "warmup_ok": sum(1 for r in warm if r["status"] == 200), "classes": by_kind,
         "host": {"python": platform.python_version(), "machine": platform.machine()},
     }
