@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import json
+import os
 import platform
 import random
 import re
@@ -133,6 +134,7 @@ def run(requests: int, concurrency: int, seed: int) -> dict:
     key_file.write_text(KEY)
     args = ["--api-key-file", str(key_file), "--max-concurrency", "1", "--max-queue", "16", "--request-timeout", "60",
             "--max-image-size", "256", "--max-steps", "200", "--max-request-cost", str(10**12)]
+    load_at_start = round(os.getloadavg()[0], 2)
     rng = random.Random(seed)
     kinds = rng.choices(list(CLASSES), weights=list(CLASSES.values()), k=requests)
     with ServerProcess(model, "cpu", args, env={"OMP_NUM_THREADS": "1"}) as server:
@@ -180,7 +182,9 @@ def run(requests: int, concurrency: int, seed: int) -> dict:
         "rss_kib_before": rss_before, "rss_kib_after": rss_after, "rss_growth_kib": rss_after - rss_before,
         "rss_kib_peak_by_quarter": _rss_by_quarter(samples, wall_s),
         "warmup_ok": sum(1 for r in warm if r["status"] == 200), "classes": by_kind,
-        "host": {"python": platform.python_version(), "machine": platform.machine()},
+        # Latencies move with the machine's other load; RSS and the counts do not.
+        "host": {"python": platform.python_version(), "machine": platform.machine(),
+                 "load_average_1m_at_start": load_at_start, "load_average_1m_at_end": round(os.getloadavg()[0], 2)},
     }
 
 
