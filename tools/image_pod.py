@@ -158,45 +158,39 @@ def pod_spec(image_config: dict, deployment: dict) -> dict:
     }
 
 
-def _stderr_lines(stderr_text: str) -> list[str]:
-    """Raw stderr lines; once the server's logging is up it captures the interpreter's stderr into JSON lines
-    (logger "stderr"), so those are unwrapped to the text Python wrote."""
-    lines = []
+def _log_entries(stderr_text: str) -> list[tuple[str, dict | None]]:
+    """Each stderr line with its JSON log entry (None for a raw line the interpreter wrote before logging was up)."""
+    parsed = []
     for line in stderr_text.splitlines():
+        entry = None
         if line.startswith("{"):
             try:
                 entry = json.loads(line)
             except ValueError:
-                entry = None
-            if isinstance(entry, dict) and entry.get("logger") == "stderr":
-                lines.extend(str(entry.get("msg", "")).splitlines())
-                continue
-        lines.append(line)
-    return lines
+                pass
+        parsed.append((line, entry if isinstance(entry, dict) else None))
+    return parsed
 
 
 def compiled_from_source(stderr_text: str) -> list[str]:
-    """Modules Python had to compile at run time (PYTHONVERBOSE): no .pyc in the image, or a stale one."""
-    found = []
-    for line in _stderr_lines(stderr_text):
-        match = _COMPILED_FROM_SOURCE.match(line.strip())
-        if match:
-            found.append(match.group(1))
-    return sorted(set(found))
+    """Modules Python had to compile at run time (PYTHONVERBOSE): no .pyc in the image, or a stale one. Once the
+    server's logging is up it carries the interpreter's stderr as JSON entries of logger "stderr"."""
+    lines = []
+    for line, entry in _log_entries(stderr_text):
+        if entry is None:
+            lines.append(line)
+        elif entry.get("logger") == "stderr":
+            lines.extend(str(entry.get("msg", "")).splitlines())
+    return sorted({m.group(1) for m in map(_COMPILED_FROM_SOURCE.match, map(str.strip, lines)) if m})
 
 
 def load_failures(stderr_text: str) -> list[str]:
-    """The reason the server gave for a failed model load (its JSON log line), so a failed run says why."""
+    """The reason the server gave for a failed model load (the last line of its logged exception)."""
     reasons = []
-    for line in stderr_text.splitlines():
-        if '"model load failed"' not in line:
-            continue
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        trace = str(entry.get("exc") or "").strip().splitlines()
-        reasons.append(trace[-1] if trace else entry.get("msg", ""))
+    for _, entry in _log_entries(stderr_text):
+        if entry and entry.get("msg") == "model load failed":
+            trace = str(entry.get("exc") or "").strip().splitlines()
+            reasons.append(trace[-1] if trace else entry["msg"])
     return reasons
 
 
