@@ -39,6 +39,10 @@ CERT_MANAGER_CHART = ("https://charts.jetstack.io", "cert-manager", "v1.21.1")
 # external-dns publishes per-node names for edge.tls.mode "acme". It runs as one plain Deployment (a single
 # container configured by flags, no CRDs), so the whole object set is rendered and schema-checked here.
 EXTERNAL_DNS_IMAGE = "registry.k8s.io/external-dns/external-dns:v0.20.0"
+# The serving-metrics collector (charts/metrics_collector.py): the upstream contrib distribution, which carries the
+# prometheus receiver, the transform processor and the awsemf exporter together (the ADOT distribution lacks the
+# transform processor), from GitHub's registry so system nodes never meet Docker Hub's anonymous pull limit.
+OTEL_COLLECTOR_IMAGE = "ghcr.io/open-telemetry/opentelemetry-collector-releases/opentelemetry-collector-contrib:0.148.0"
 
 # Vendored CRD schemas (schemas/crds/) and the upstream release each came from.
 CRD_SOURCES: dict[str, tuple[str, str]] = {

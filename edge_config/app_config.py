@@ -13,6 +13,7 @@ from edge_config.catalog import ACCELERATORS, Accelerator
 from edge_config.errors import FieldProblem, Hint
 from edge_config.fields import Section, cidr_list, ipv4_network, unique
 from edge_config.image_cache import NodeImageCacheConfig
+from edge_config.observability import ObservabilityConfig
 from edge_config.network import LocalZoneConfig, NodePoolLimits, SystemNodesConfig, region_subnet_cidrs
 from edge_config.pipeline import PipelineConfig
 from edge_config.tls import TLSConfig
@@ -68,6 +69,9 @@ class EdgeConfig(Section):
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig, description="ImagePipelineStack settings.")
     workloads: WorkloadsConfig = Field(default_factory=WorkloadsConfig, description="Inference workload settings.")
     tls: TLSConfig = Field(default_factory=TLSConfig, description="TLS on the device NodePort (cert-manager).")
+    observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig, description="Serving metrics "
+                                               "in CloudWatch, the cluster's dashboard and alarms "
+                                               "(docs/operations.md).")
 
     @field_validator("region_azs")
     @classmethod
@@ -172,6 +176,11 @@ class EdgeConfig(Section):
                 raise FieldProblem(f"{zone.name} offers none of the enabled accelerators {list(self.accelerators)}",
                                    "list an instance family the zone offers for an enabled accelerator, or enable it",
                                    ("local_zones", i, "instance_families"))
+        zones = [lz.name for lz in self.local_zones]
+        for zone in self.observability.zone_p99_latency_slo_s:
+            if zone not in zones:
+                raise FieldProblem(f"{zone!r} is not one of edge.local_zones {zones}", "key the override by a "
+                                   "configured Local Zone name", ("observability", "zone_p99_latency_slo_s", zone))
         spares = self.workloads.warm_spare_nodes
         for accelerator in self.accelerators:
             devices = self.nodepool_limits[accelerator].devices

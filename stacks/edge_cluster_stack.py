@@ -20,6 +20,7 @@ from edge_constructs.edge_network import EdgeNetwork
 from edge_constructs.inference_workloads import InferenceWorkloads
 from edge_constructs.karpenter import Karpenter
 from edge_constructs.karpenter_teardown import KarpenterNodeTeardown
+from edge_constructs.metrics_collection import MetricsCollection
 from edge_constructs.nag import acknowledge
 from edge_constructs.node_image_cache import image_cache_snapshot_id
 
@@ -28,7 +29,8 @@ class EdgeClusterStack(cdk.Stack):
     """Everything needed to run Stable Diffusion pods on GPU and Inferentia2 nodes in AWS Local Zones.
 
     Attributes for wiring: ``vpc``, ``cluster`` (aws_eks_v2.Cluster), ``node_security_group`` (the group every
-    Karpenter node gets), ``karpenter_node_role``, ``addons`` and ``config``.
+    Karpenter node gets), ``karpenter_node_role``, ``addons``, ``metrics`` (the serving metrics' collection) and
+    ``config``.
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, config: EdgeConfig, **kwargs: Any) -> None:
@@ -91,6 +93,13 @@ class EdgeClusterStack(cdk.Stack):
                         self.karpenter_teardown.resource,
                         *([self.device_tls.issuers] if self.device_tls else [])],
         )
+
+        # The serving metrics into CloudWatch; the inference chart's NetworkPolicy admits this collector.
+        self.metrics = MetricsCollection(
+            self, "Metrics", config=config, cluster=self.cluster, node_selector=SYSTEM_NODE_SELECTOR,
+            # The teardown too: on delete the collector's pod goes before the nodes (karpenter_teardown.py).
+            depends_on=[self.edge_cluster.system_nodegroup, self.addons.coredns, self.addons.pod_identity_agent,
+                        self.karpenter_teardown.resource])
 
     @property
     def availability_zones(self) -> list[str]:

@@ -478,18 +478,26 @@ def test_metrics_port_is_never_on_a_nodeport(objects):
                 assert "nodePort" not in port
 
 
-def test_network_policy_keeps_the_metrics_port_for_the_autoscaler(objects, deployments):
+def test_network_policy_keeps_the_metrics_port_for_the_autoscaler_and_the_collector(objects, deployments):
+    from charts import observability as obs
+
     (policy,) = _of_kind(objects, "NetworkPolicy")
     spec = policy["spec"]
     for deployment in deployments.values():
         assert _matches(spec["podSelector"]["matchLabels"], deployment["spec"]["template"]["metadata"]["labels"])
     assert spec["policyTypes"] == ["Ingress"]
-    by_port = {rule["ports"][0]["port"]: rule for rule in spec["ingress"]}
+    by_port: dict[int, list] = {}
+    for rule in spec["ingress"]:
+        assert len(rule["ports"]) == 1
+        by_port.setdefault(rule["ports"][0]["port"], []).extend(rule["from"])
     assert set(by_port) == {inference.HTTP_PORT, inference.METRICS_PORT}
     # Anyone: the cluster is IPv4-only, and the node security group decides who reaches the NodePort.
-    assert by_port[inference.HTTP_PORT]["from"] == [{"ipBlock": {"cidr": "0.0.0.0/0"}}]
-    assert by_port[inference.METRICS_PORT]["from"] == [
-        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": KEDA_NAMESPACE}}, "podSelector": {}}
+    assert by_port[inference.HTTP_PORT] == [{"ipBlock": {"cidr": "0.0.0.0/0"}}]
+    # KEDA reads /load; the metrics collector (its namespace AND its pod labels) reads /metrics; nobody else.
+    assert by_port[inference.METRICS_PORT] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": KEDA_NAMESPACE}}, "podSelector": {}},
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": obs.COLLECTOR_NAMESPACE}},
+         "podSelector": {"matchLabels": obs.COLLECTOR_LABELS}},
     ]
 
 
