@@ -1,6 +1,6 @@
-"""CUDA backend: fp16/bf16 weights; serving.optimize applies SDPA, channels_last, fused QKV and the opt-in modes.
+"""CUDA backend: fp16/bf16 weights; serving.backends.cuda.optimize applies SDPA, channels_last, fused QKV and the opt-in modes.
 
-With --compile or --cuda-graphs the shapes served fast are exactly the warmed ones (serving.shapes): warm-up runs
+With --compile or --cuda-graphs the shapes served fast are exactly the warmed ones (serving.backends.cuda.shapes): warm-up runs
 every --warmup-sizes x guidance off/on x 1..--max-images combination on the engine's worker thread, then seals the
 policy. A request outside that set runs eagerly (edge_diffusion_eager_fallback_total{reason="shape"}); nothing
 compiles or captures at request time.
@@ -12,8 +12,8 @@ import threading
 from typing import Any
 
 from serving.backends.base import DiffusersBackend, GenerationParams
-from serving.modelconfig import ModelDefaults
-from serving.settings import Settings
+from serving.model.config import ModelDefaults
+from serving.core.settings import Settings
 
 log = logging.getLogger("serving.backend")
 
@@ -25,8 +25,8 @@ WARMUP_GUIDANCE = 7.5
 
 
 def cuda_options(settings: Settings):
-    # Imported lazily: CPU-only installs never need serving.optimize or its dependencies.
-    from serving.optimize import CudaOptions
+    # Imported lazily: CPU-only installs never need serving.backends.cuda.optimize or its dependencies.
+    from serving.backends.cuda.optimize import CudaOptions
 
     dtype = "float16" if settings.dtype == "auto" else settings.dtype
     if dtype == "float32":
@@ -48,9 +48,9 @@ class CudaBackend(DiffusersBackend):
     @classmethod
     def load(cls, settings: Settings, defaults: ModelDefaults) -> "CudaBackend":
         import torch
-        from serving.loading import load_pipeline
-        from serving.optimize import configure_numerics, optimize_pipeline
-        from serving.shapes import EAGER
+        from serving.model.loading import load_pipeline
+        from serving.backends.cuda.optimize import configure_numerics, optimize_pipeline
+        from serving.backends.cuda.shapes import EAGER
 
         if not torch.cuda.is_available():
             raise RuntimeError("--device cuda was requested but torch sees no usable CUDA device")
@@ -70,7 +70,7 @@ class CudaBackend(DiffusersBackend):
 
     def __init__(self, pipe: Any, defaults: ModelDefaults, slots: int = 1, max_images: int = 1):
         super().__init__(pipe, defaults, slots)
-        from serving.optimize import shape_policy
+        from serving.backends.cuda.optimize import shape_policy
 
         self.policy = shape_policy(pipe)
         self.max_images = max_images
@@ -84,7 +84,7 @@ class CudaBackend(DiffusersBackend):
         """Without a shape policy, the default warm-up; with one, every fast shape, then seal and save the cache."""
         if self.policy is None:
             return super().warmup(sizes, cancel)
-        from serving.shapes import RECORD, warmed_keys
+        from serving.backends.cuda.shapes import RECORD, warmed_keys
 
         keys = warmed_keys(self.warmup_sizes(sizes), self.max_images)
         _raise_recompile_limit(len(keys))
@@ -111,7 +111,7 @@ class CudaBackend(DiffusersBackend):
     def generate(self, params: GenerationParams, cancel: threading.Event) -> list:
         if self.policy is None:
             return super().generate(params, cancel)
-        from serving.shapes import EAGER, FAST, request_key
+        from serving.backends.cuda.shapes import EAGER, FAST, request_key
 
         fast = request_key(params.width, params.height, params.guidance_scale, params.n) in self.fast_keys
         with self.policy.using(FAST if fast else EAGER) as missed:
@@ -159,8 +159,8 @@ class CudaBackend(DiffusersBackend):
 def compile_cache(settings: Settings, options: Any, pipe: Any, sizes: list[tuple[int, int]]):
     """The CompileCache for this GPU, release, compile settings, UNet architecture and warmed shape set."""
     import torch
-    from serving.compilecache import CompileCache, key_fields
-    from serving.shapes import warmed_keys
+    from serving.backends.cuda.compilecache import CompileCache, key_fields
+    from serving.backends.cuda.shapes import warmed_keys
 
     device = pipe.unet.device
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type

@@ -1,8 +1,8 @@
-"""Load client: ``python -m serving bench --url URL`` fires generations at a server and reports latency.
+"""Load client: ``python -m loadtest --url URL`` (or ``python -m serving bench`` in a checkout) fires generations at a server and reports latency.
 
 Each request is timed end to end (connect, queue, inference, transfer). The summary prints p50/p90/p99
 latency, throughput and errors by status; ``--out`` keeps every sample as JSON and ``--plot`` draws them.
-``--stream`` switches to the WebSocket frame-stream client (serving.bench_stream).
+``--stream`` switches to the WebSocket frame-stream client (loadtest.stream).
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from serving.bench_common import (  # noqa: F401 - percentile and summarize are part of this module's API
+from loadtest.common import (  # noqa: F401 - percentile and summarize are part of this module's API
     DEFAULT_PROMPT,
     MAX_SEED as _MAX_SEED,
     PERCENTILES,
@@ -306,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     """CLI entry point. Exit status: 0 all requests succeeded, 1 some failed, 2 bad options."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--stream" in argv:
-        from serving.bench_stream import main as stream_main
+        from loadtest.stream import main as stream_main
 
         return stream_main([a for a in argv if a != "--stream"])
     parser = _build_parser()

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from serving.bench_common import DEFAULT_PROMPT, PERCENTILES, UsageError, parse_size, read_api_key, summarize
+from loadtest.common import DEFAULT_PROMPT, PERCENTILES, UsageError, parse_size, read_api_key, summarize
 
 FORMATS = ("jpeg", "png", "webp")
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from serving.engine import Engine
-from serving.modelconfig import ModelDefaults
-from serving.settings import Settings
+from serving.engine.scheduler import Engine
+from serving.model.config import ModelDefaults
+from serving.core.settings import Settings
 
 PHASES = ("loading", "warming up", "ready", "draining", "failed")
 

@@ -5,8 +5,8 @@ import glob
 import logging
 import time
 
-from serving.deviceinit import wait_device
-from serving.modelpath import ModelLoadError, check_model_dir, is_neuron_compiled
+from serving.model.deviceinit import wait_device
+from serving.model.path import ModelLoadError, check_model_dir, is_neuron_compiled
 
 __all__ = ["ModelLoadError", "check_model_dir", "detect_device", "is_neuron_compiled", "load_pipeline", "resolve_device",
            "resolve_dtype"]
@@ -53,9 +53,9 @@ def load_pipeline(model: str, device: str, dtype: str = "auto"):
     path = check_model_dir(model)
     device = resolve_device(device)
     if device == "neuron":
-        from serving.backends.neuron import load_neuron_pipeline
-
-        return load_neuron_pipeline(path)
+        # Compiled Neuron graphs fix the shapes and need the backend's data-parallel setting; NeuronBackend.load
+        # reads both, so it alone loads them.
+        raise ModelLoadError("Neuron pipelines load through serving.backends.neuron.NeuronBackend.load, not load_pipeline")
     if is_neuron_compiled(path):
         raise ModelLoadError(f"{path} holds Neuron-compiled artifacts; serve it with --device neuron")
     started = time.perf_counter()
@@ -65,7 +65,7 @@ def load_pipeline(model: str, device: str, dtype: str = "auto"):
     from transformers.utils import logging as transformers_logging
 
     imported = time.perf_counter()
-    from serving.logconfig import adopt_library_logging
+    from serving.core.logconfig import adopt_library_logging
 
     # Progress bars are not JSON log lines; the server logs load timings itself.
     diffusers_logging.disable_progress_bar()

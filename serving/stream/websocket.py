@@ -13,20 +13,21 @@ import json
 import logging
 import threading
 import time
-from typing import Literal, Optional
 
 from fastapi import FastAPI, WebSocket
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from serving.backends.base import GenerationParams
-from serving.errors import InvalidRequest, ServingError, Unavailable
-from serving.frames import FrameConfig
-from serving.imaging import encode_image
-from serving.img2img import check_strength, decode_image
-from serving.prompts import require_visible_text
-from serving.state import ServerState
+from serving.core.errors import InvalidRequest, ServingError, Unavailable
+from serving.stream.frames import FrameConfig
+from serving.stream.protocol import (INLINE_BYTES, INLINE_PIXELS, MEDIA, PREPARED_PER_STREAM, SUBPROTOCOL_PREFIX,
+                                     ConfigMessage)
+from serving.core.imaging import encode_image
+from serving.core.img2img import check_strength, decode_image
+from serving.core.prompts import require_visible_text
+from serving.engine.state import ServerState
 
 log = logging.getLogger("serving.stream")
 
@@ -40,29 +41,6 @@ class _DenialFilter(logging.Filter):
 
 
 logging.getLogger("uvicorn.error").addFilter(_DenialFilter())
-
-SUBPROTOCOL_PREFIX = "bearer."
-MEDIA = {"jpeg": "image/jpeg", "webp": "image/webp", "png": "image/png"}
-# Frames up to this many pixels (or input bytes) are decoded and encoded on the event loop: for them a thread hop
-# costs more than the work (a 256x256 JPEG decodes in ~0.3 ms).
-INLINE_PIXELS = 256 * 256
-INLINE_BYTES = 64 * 1024
-# Prepared configs kept per stream (switching back and forth between a few prompts stays cheap).
-PREPARED_PER_STREAM = 4
-
-
-class ConfigMessage(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    type: Optional[Literal["config"]] = None
-    prompt: str = Field(min_length=1)
-    negative_prompt: Optional[str] = None
-    strength: Optional[float] = Field(None, gt=0, le=1, allow_inf_nan=False)
-    num_inference_steps: Optional[int] = Field(None, ge=1)
-    guidance_scale: Optional[float] = Field(None, ge=0, le=20, allow_inf_nan=False)
-    seed: Optional[int] = Field(None, ge=0, le=2**32 - 1)
-    output_format: Literal["jpeg", "webp", "png"] = "jpeg"
-
 
 class StreamSession:
     def __init__(self, ws: WebSocket, state: ServerState):

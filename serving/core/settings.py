@@ -9,7 +9,7 @@ from typing import Any, Mapping
 
 DEVICES = ("auto", "cpu", "cuda", "neuron")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
-# torch.compile modes (serving.optimize.COMPILE_MODES; repeated here so settings never import torch).
+# torch.compile modes (serving.backends.cuda.optimize.COMPILE_MODES; repeated here so settings never import torch).
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 _S3_URL = re.compile(r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^\s]*)?")
 _DNS_NAME = re.compile(r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*")
@@ -51,7 +51,7 @@ class Settings:
     inventory_namespace: str | None = None
     inventory_node_port: int | None = None
     inventory_node_domain: str | None = None
-    # TLS on the public port (serving/tls.py); the metrics port always stays plain and in-cluster.
+    # TLS on the public port (serving/api/tls.py); the metrics port always stays plain and in-cluster.
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
     tls_ca_file: str | None = None
@@ -70,7 +70,7 @@ class Settings:
     scheduler: str | None = None
     warmup_sizes: str | None = None
     log_level: str = "info"
-    # The WebSocket frame stream (serving.stream_ws).
+    # The WebSocket frame stream (serving.stream.websocket).
     max_streams: int = 4
     stream_idle_timeout: float = 30.0
     max_frame_bytes: int = 2 * 1024 * 1024

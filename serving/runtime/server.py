@@ -19,11 +19,11 @@ from typing import Any, Callable
 import uvicorn
 
 from serving.backends.base import GenerationParams
-from serving.connections import bounded_h11
-from serving.engine import Engine, request_cost
-from serving.metrics import Metrics
-from serving.settings import Settings, SettingsError
-from serving.state import ServerState
+from serving.api.connections import bounded_h11
+from serving.engine.scheduler import Engine, request_cost
+from serving.runtime.metrics import Metrics
+from serving.core.settings import Settings, SettingsError
+from serving.engine.state import ServerState
 
 log = logging.getLogger("serving.server")
 
@@ -49,7 +49,7 @@ def build_state(settings: Settings, api_key: str | None = None) -> ServerState:
     engine.on_failed = lambda _reason: state.set_phase("failed")
     from prometheus_client import CollectorRegistry
 
-    from serving.streams import StreamHub
+    from serving.stream.hub import StreamHub
 
     # The load signal KEDA scales on counts open streams as busy slots (StreamHub.load_snapshot).
     registry = CollectorRegistry(auto_describe=True)
@@ -58,7 +58,7 @@ def build_state(settings: Settings, api_key: str | None = None) -> ServerState:
                             registry=registry)
     engine.on_queue_wait = state.metrics.queue_wait.observe
     if settings.inventory_service:
-        from serving.inventory import InventoryError, KubernetesInventory
+        from serving.fleet.inventory import InventoryError, KubernetesInventory
 
         try:
             state.inventory = KubernetesInventory(settings.inventory_service, settings.inventory_namespace,
@@ -143,11 +143,11 @@ async def responses_sent(server: uvicorn.Server, state: ServerState, timeout: fl
 
 
 async def serve(state: ServerState) -> int:
-    """Run until SIGTERM/SIGINT (exit 0) or a failed model load (exit 1); ``state.tls`` (serving.tls.ServerTLS)
+    """Run until SIGTERM/SIGINT (exit 0) or a failed model load (exit 1); ``state.tls`` (serving.api.tls.ServerTLS)
     makes the public port HTTPS-only."""
     settings = state.settings
     tls = state.tls
-    from serving.api import create_app
+    from serving.api.app import create_app
 
     common = dict(log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=EXIT_MARGIN_S,
                   server_header=False, date_header=False, timeout_keep_alive=settings.keepalive_timeout)

@@ -13,7 +13,7 @@ import io
 import threading
 from typing import Any
 
-from serving.errors import InvalidRequest
+from serving.core.errors import InvalidRequest
 
 #: Pillow format names accepted as input, and how errors name them.
 INPUT_FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "WEBP": "WebP"}

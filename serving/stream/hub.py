@@ -75,7 +75,7 @@ class StreamHub:
         if self._runner is None:
             with self._runner_lock:
                 if self._runner is None:
-                    from serving.frames import FrameRunner, load_stream_vae
+                    from serving.stream.frames import FrameRunner, load_stream_vae
 
                     pipe = self.engine.backend.pipe
                     path = self.stream_vae_path()
@@ -102,7 +102,7 @@ class StreamHub:
         or on cuda the model's default size."""
         from PIL import Image
 
-        from serving.frames import FrameConfig
+        from serving.stream.frames import FrameConfig
 
         if self._runner is None:
             return

@@ -19,7 +19,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from serving.errors import GenerationCancelled
+from serving.core.errors import GenerationCancelled
 
 # Graphs kept per runner; each holds a private memory pool, so the set is small and least-recently-used goes.
 MAX_GRAPHS = 4

@@ -5,7 +5,7 @@ import json
 import tempfile
 from pathlib import Path
 
-#: Written next to model_index.json; serving.modelconfig reads it for request defaults.
+#: Written next to model_index.json; serving.model.config reads it for request defaults.
 SERVING_HINTS = {
     "default_width": 64,
     "default_height": 64,

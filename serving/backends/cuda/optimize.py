@@ -13,9 +13,9 @@ from typing import Any
 
 import torch
 
-from serving.cudagraphs import MAX_CUDA_GRAPHS, CudaGraphRunner
-from serving.deepcache import DeepCache, enable_deepcache
-from serving.shapes import RECORD, ShapePolicy, gate_module
+from serving.backends.cuda.cudagraphs import MAX_CUDA_GRAPHS, CudaGraphRunner
+from serving.backends.cuda.deepcache import DeepCache, enable_deepcache
+from serving.backends.cuda.shapes import RECORD, ShapePolicy, gate_module
 
 __all__ = ["COMPILE_MODES", "DTYPES", "MAX_CUDA_GRAPHS", "CudaGraphRunner", "CudaOptions", "DeepCache",
            "ShapePolicy", "compile_plan", "configure_numerics", "enable_deepcache", "optimize_pipeline",
@@ -34,7 +34,7 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-
 GRAPH_MODES = frozenset({"reduce-overhead", "max-autotune"})
 # The same mode without CUDA graphs, for devices that have none (CPU).
 _WITHOUT_GRAPHS = {"reduce-overhead": "default", "max-autotune": "max-autotune-no-cudagraphs"}
-# The mode when none is given. Autotuning costs minutes per shape, but the compile cache (serving.compilecache) pays
+# The mode when none is given. Autotuning costs minutes per shape, but the compile cache (serving.backends.cuda.compilecache) pays
 # that once per GPU model, torch/triton release and shape set; every later pod loads the tuned kernels. With
 # --cuda-graphs the autotuned mode that also captures graphs.
 COMPILE_MODE_WITH_GRAPHS = "max-autotune"
@@ -157,7 +157,7 @@ def uses_manual_cuda_graphs(options: CudaOptions, device_type: str) -> bool:
 
 
 def shape_policy(pipe: Any) -> ShapePolicy | None:
-    """The policy gating the pipeline's compiled or captured calls (serving.shapes); None when nothing is."""
+    """The policy gating the pipeline's compiled or captured calls (serving.backends.cuda.shapes); None when nothing is."""
     return getattr(pipe, "_shape_policy", None)
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from serving.backends.base import Backend, GenerationParams
-from serving.errors import GenerationCancelled, GenerationTimeout, InvalidRequest, QueueFull, Unavailable
+from serving.core.errors import GenerationCancelled, GenerationTimeout, InvalidRequest, QueueFull, Unavailable
 
 log = logging.getLogger("serving.engine")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from serving.settings import Settings, SettingsError
+from serving.core.settings import Settings, SettingsError
 
 #: When the secret string is a JSON object, the key is read from this field.
 SECRET_JSON_FIELD = "api_key"

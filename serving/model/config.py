@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from serving.settings import Settings
+from serving.core.settings import Settings
 
 HINTS_FILE = "serving.json"
 BUILTIN_STEPS = 25

@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 import torch
 
-from serving.shapes import EAGER, FAST, RECORD, ShapePolicy
+from serving.backends.cuda.shapes import EAGER, FAST, RECORD, ShapePolicy
 
 log = logging.getLogger("serving.optimize")
 

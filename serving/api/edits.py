@@ -11,11 +11,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from serving.api.generation import count_images, encode_images, note_generation, resolve_params
 from serving.api.schemas import MAX_SEED, ErrorResponse, ImagesResponse
-from serving.errors import ServingError
-from serving.imaging import OUTPUT_TYPES
-from serving.img2img import with_init_image
-from serving.prompts import require_visible_text
-from serving.state import ServerState
+from serving.core.errors import ServingError
+from serving.core.imaging import OUTPUT_TYPES
+from serving.core.img2img import with_init_image
+from serving.core.prompts import require_visible_text
+from serving.engine.state import ServerState
 
 # Sent by the official client or other OpenAI SDKs; meaningless for this server, so accepted and ignored.
 IGNORED_FIELDS = frozenset({"model", "user", "quality", "background", "input_fidelity", "output_compression",
