@@ -4,7 +4,8 @@ Both ports come up before the model loads so liveness answers during a long load
 On SIGTERM readiness turns 503 immediately and new generation requests get 503. Admitted requests (running or
 queued) finish if they can before the generation deadline (--drain-timeout minus a margin); at it, queued
 ones get 503 without starting and running ones are aborted with 503. Responses still being sent (slow
-readers) get the rest of --drain-timeout; then the process exits 0, within --drain-timeout + 1 s.
+readers) get the rest of --drain-timeout, until their client has acknowledged every byte (the process's buffers
+and the kernel's send queue are empty); then the process exits 0, within --drain-timeout + 1 s.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import logging
 import signal
 import threading
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 import uvicorn
@@ -128,13 +130,56 @@ def default_max_cost(settings: Settings, defaults) -> int:
     return request_cost(largest)
 
 
+def buffered_bytes(transport: Any) -> int:
+    """Bytes of a connection's responses still in this process: the transport's buffer and, under TLS, the buffer of
+    the socket transport beneath asyncio's TLS transport (the TLS layer hands ciphertext down as soon as it is
+    encrypted, and its own size does not count what it handed down). A closing transport still flushes them."""
+    pending = transport.get_write_buffer_size()
+    # asyncio's _SSLProtocolTransport keeps the socket transport in _ssl_protocol._transport (no public accessor).
+    inner = getattr(getattr(transport, "_ssl_protocol", None), "_transport", None)
+    if inner is not None:
+        pending += inner.get_write_buffer_size()
+    return pending
+
+
+def kernel_unsent_bytes(ports: set[int], proc_net: Path = Path("/proc/net")) -> int | None:
+    """Bytes the kernel holds for TCP connections on ``ports`` that their peers have not acknowledged.
+
+    Read from /proc/net/tcp and tcp6, whose tx_queue is write_seq - snd_una for a connection (net/ipv4/tcp_ipv4.c,
+    get_tcp4_sock), so it also covers sockets already closed by the process: uvicorn closes a keep-alive
+    connection when its response is buffered, and the kernel goes on sending from the orphaned socket. Those bytes
+    count because a pod's network namespace goes away with its last container. None where /proc is not Linux's.
+    """
+    total, found = 0, False
+    for name in ("tcp", "tcp6"):
+        try:
+            lines = (proc_net / name).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        found = True
+        for line in lines:
+            fields = line.split()
+            if len(fields) < 5 or fields[3] == "0A":  # 0A: LISTEN, whose queues are the accept backlog
+                continue
+            if int(fields[1].rsplit(":", 1)[1], 16) in ports:
+                total += int(fields[4].split(":", 1)[0], 16)
+    return total if found else None
+
+
+def _listening_ports(server: uvicorn.Server) -> set[int]:
+    return {sock.getsockname()[1] for srv in getattr(server, "servers", []) for sock in srv.sockets}
+
+
 async def responses_sent(server: uvicorn.Server, state: ServerState, timeout: float) -> bool:
-    """Wait until no request is in the app and every connection's write buffer is empty (slow readers done)."""
+    """Wait until no request is in the app and every byte already written has reached its client (slow readers
+    done), or ``timeout`` passes."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
+    ports = _listening_ports(server)
     while True:
-        pending = sum(c.transport.get_write_buffer_size() for c in list(server.server_state.connections)
-                      if c.transport is not None and not c.transport.is_closing())
+        pending = sum(buffered_bytes(c.transport) for c in list(server.server_state.connections)
+                      if getattr(c, "transport", None) is not None)
+        pending += kernel_unsent_bytes(ports) or 0
         if state.http_active == 0 and pending == 0:
             return True
         if loop.time() >= deadline:
