@@ -121,10 +121,10 @@ def zone(name, opt_in="opt-in-not-required", zone_type="availability-zone", grou
             "RegionName": REGION}
 
 
-def ok_zones(aws, lz_opt_in="opted-in", extra=()):
+def ok_zones(aws, lz_opt_in="opted-in", lz_state="available"):
     aws.stub("ec2").add_response("describe_availability_zones", {"AvailabilityZones": [
         zone("us-west-2a"), zone("us-west-2b"),
-        zone(LZ, lz_opt_in, "local-zone", "us-west-2-lax-1"), *extra]}, {"AllAvailabilityZones": True})
+        zone(LZ, lz_opt_in, "local-zone", "us-west-2-lax-1", lz_state)]}, {"AllAvailabilityZones": True})
 
 
 OFFERED_EVERYWHERE = {LZ: ("g4dn", "g5"), "us-west-2a": ("g6", "g5", "g4dn", "inf2"),
