@@ -95,3 +95,14 @@ def test_make_preflight_needs_only_the_venv():
     out = subprocess.run(["make", "-n", "-o", ".venv/.installed", "preflight", "PREFLIGHT_ARGS=-c edge.account=1"],
                          cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines() == [".venv/bin/python -m tools.preflight -c edge.account=1"]
+
+
+def test_the_sdk_pins_agree_with_each_other_and_the_venv():
+    import importlib.metadata
+
+    def pins(name):
+        return {m[1]: m[2] for m in re.finditer(r"^(boto3|botocore)==(\S+)", (REPO_ROOT / name).read_text(), re.M)}
+
+    infra, serving = pins("requirements.txt"), pins("requirements-serving.txt")
+    assert infra["boto3"] == serving["boto3"]
+    assert {name: importlib.metadata.version(name) for name in infra} == infra
