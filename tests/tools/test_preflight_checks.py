@@ -206,3 +206,16 @@ def test_private_ca_mode_does_not_look_up_a_zone(config):
     aws = FakeAws()
     assert checks_account.hosted_zone(config, aws) == []
     assert not aws.clients
+
+
+def test_expired_credentials_stop_the_run_as_could_not_check(config, pools):
+    from tools.preflight import run_checks
+
+    aws = FakeAws()
+    aws.stub("sts").add_client_error("get_caller_identity", "ExpiredToken", "The security token included in the "
+                                     "request is expired", http_status_code=403)
+    rows = run_checks(config, pools, aws)
+    aws.done()
+    assert [r.status for r in rows] == [Status.UNCHECKED, Status.UNCHECKED]
+    assert rows[0].detail.startswith("ExpiredToken:") and "valid AWS credentials" in rows[0].fix
+    assert set(aws.clients) == {"sts"}

@@ -106,3 +106,53 @@ def test_the_sdk_pins_agree_with_each_other_and_the_venv():
     infra, serving = pins("requirements.txt"), pins("requirements-serving.txt")
     assert infra["boto3"] == serving["boto3"]
     assert {name: importlib.metadata.version(name) for name in infra} == infra
+
+
+# Every call the preflight makes, the request members it sends and the response members it reads, checked against
+# the installed botocore's service models (the Stubber tests validate the same shapes on each stubbed call).
+CALLS = [
+    ("sts", "GetCallerIdentity", [], ["Account", "Arn"]),
+    ("cloudformation", "DescribeStacks", ["StackName"],
+     ["Stacks.StackStatus", "Stacks.Outputs.OutputKey", "Stacks.Outputs.OutputValue"]),
+    ("ec2", "DescribeAvailabilityZones", ["AllAvailabilityZones"],
+     ["AvailabilityZones.ZoneName", "AvailabilityZones.OptInStatus", "AvailabilityZones.GroupName",
+      "AvailabilityZones.ZoneType", "AvailabilityZones.State", "AvailabilityZones.ParentZoneName"]),
+    ("ec2", "DescribeInstanceTypeOfferings", ["LocationType", "Filters", "NextToken"],
+     ["InstanceTypeOfferings.InstanceType", "InstanceTypeOfferings.Location", "NextToken"]),
+    ("service-quotas", "GetServiceQuota", ["ServiceCode", "QuotaCode"], ["Quota.Value"]),
+    ("service-quotas", "GetAWSDefaultServiceQuota", ["ServiceCode", "QuotaCode"], ["Quota.Value"]),
+    ("eks", "DescribeClusterVersions", ["clusterVersions", "includeAll"],
+     ["clusterVersions.clusterVersion", "clusterVersions.versionStatus", "clusterVersions.status"]),
+    ("eks", "DescribeAddonVersions", ["addonName", "kubernetesVersion", "nextToken"],
+     ["addons.addonName", "addons.addonVersions.addonVersion",
+      "addons.addonVersions.compatibilities.defaultVersion"]),
+    ("ssm", "GetParameter", ["Name"], ["Parameter.Value"]),
+    ("route53", "GetHostedZone", ["Id"], ["HostedZone.Name", "HostedZone.Config.PrivateZone"]),
+]
+
+
+def test_the_calls_match_the_installed_service_models():
+    import botocore.session
+
+    session = botocore.session.get_session()
+
+    def member(shape, path):
+        for part in path.split("."):
+            while shape.type_name == "list":
+                shape = shape.member
+            assert part in shape.members, f"{shape.name} has no {part}"
+            shape = shape.members[part]
+        return shape
+
+    for service, operation, request, response in CALLS:
+        op = session.get_service_model(service).operation_model(operation)
+        for name in request:
+            member(op.input_shape, name)
+        for path in response:
+            member(op.output_shape, path)
+    assert member(session.get_service_model("ec2").operation_model("DescribeAvailabilityZones").output_shape,
+                  "AvailabilityZones.OptInStatus").enum == ["opt-in-not-required", "opted-in", "not-opted-in"]
+    assert {"availability-zone"} <= set(member(session.get_service_model("ec2").operation_model(
+        "DescribeInstanceTypeOfferings").input_shape, "LocationType").enum)
+    assert "UNSUPPORTED" in member(session.get_service_model("eks").operation_model(
+        "DescribeClusterVersions").output_shape, "clusterVersions.versionStatus").enum

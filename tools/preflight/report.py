@@ -46,9 +46,13 @@ def error_code(exc: BaseException) -> str:
 def unchecked(check: str, exc: BaseException, permission: str) -> Row:
     """A call that was denied, unknown to the region or never reached AWS: unknown, never a pass."""
     fix = f"allow {permission} to the caller" if _denied(exc) else "rerun once the call succeeds"
-    if isinstance(exc, BotoCoreError) and "Credential" in type(exc).__name__:
-        fix = "configure AWS credentials (AWS_PROFILE, `aws configure sso`, or environment variables)"
+    if (isinstance(exc, BotoCoreError) and "Credential" in type(exc).__name__) or error_code(exc) in _BAD_CREDENTIALS:
+        fix = "configure valid AWS credentials (AWS_PROFILE, `aws sso login`, or environment variables)"
     return Row(check, Status.UNCHECKED, error_text(exc), fix)
+
+
+_BAD_CREDENTIALS = {"ExpiredToken", "ExpiredTokenException", "InvalidClientTokenId", "SignatureDoesNotMatch",
+                    "UnrecognizedClientException"}
 
 
 def _denied(exc: BaseException) -> bool:
