@@ -19,7 +19,8 @@ from tools.preflight.session import Clients
 
 
 def run_checks(config: EdgeConfig, pools: list[Pool], clients: Clients) -> list[Row]:
-    """Every check in order; without working credentials the rest are reported unchecked, not attempted."""
+    """Every check in order. GetCallerIdentity needs no IAM permission, so when it fails the credentials are
+    unusable (missing, expired) or AWS is unreachable: the rest are reported unchecked, not attempted."""
     first, account = checks_account.credentials(config, clients)
     rows = [first]
     if account is None:
