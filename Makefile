@@ -15,7 +15,7 @@ TLS ?=
 TLS_DIR := .cache/tls
 TLS_SERVER_NAME := inference.edge-diffusion.internal
 
-.PHONY: setup synth test serve bench browser clean schema crd-imports image image-test image-cache image-tools
+.PHONY: setup synth test serve bench browser clean schema crd-imports image image-test image-cache image-tools preflight
 
 setup: $(VENV)/.installed .venv-checkov/.installed node_modules/.installed browser
 
@@ -62,6 +62,14 @@ browser:
 synth: $(VENV)/.installed node_modules/.installed
 	cdk synth --quiet
 	$(PY) -m tools.render_manifests --assembly cdk.out --out dist
+
+# Read-only AWS calls against the configured account and region (README "Deploying for real"): a table of what a
+# deploy would hit, exit 1 on a blocker, 2 when some checks could not run. Needs the venv and credentials, not
+# node_modules or a synth (the NodePools are rendered in-process by the same chart code).
+# Context overrides as with cdk: make preflight PREFLIGHT_ARGS="-c edge.account=123456789012"
+PREFLIGHT_ARGS ?=
+preflight: $(VENV)/.installed
+	$(PY) -m tools.preflight $(PREFLIGHT_ARGS)
 
 # The config's JSON Schema and the field table in docs/cluster.md come from the edge_config models.
 schema: $(VENV)/.installed

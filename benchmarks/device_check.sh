@@ -98,7 +98,7 @@ read -ra pod_set <<<"${POD_SET-SERVING_MAX_IMAGES=1 SERVING_COMPILE_MODE=default
 timeout 60 "$py" -m benchmarks.podenv --from "$pod" --out "$work/pod-run.json" "${pod_set[@]/#/--set=}" || exit 1
 pod="$work/pod-run.json"
 # Versions actually imported (carried wheels first on the path), and a clear failure now if one is missing.
-timeout 120 "$py" -c "import serving.server, benchmarks.gpu_e2e" || exit 1
+timeout 120 "$py" -c "import serving.runtime.server, benchmarks.gpu_e2e" || exit 1
 timeout 120 "$py" -m benchmarks.gpu_common "$work" || exit 1
 
 common=(--out "$out" --work "$work" --pod "$pod" ${smoke:+"$smoke"})

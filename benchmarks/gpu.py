@@ -13,7 +13,7 @@ Variants (each loaded fresh, one after the other):
 Latency is whole generations (text encoder, every step, decode, PIL), timed with CUDA events after a synchronize;
 the first call of each case is reported on its own (it shows any compile at request time). FLOPs are analytic
 (benchmarks.sd21), so the fraction of peak is model FLOPs / p50 / the GPU's dense bf16 peak. Numerics switches
-(TF32, cudnn.benchmark) come from serving.optimize.configure_numerics, as in the server. DIR/pipelines.json is
+(TF32, cudnn.benchmark) come from serving.backends.cuda.optimize.configure_numerics, as in the server. DIR/pipelines.json is
 rewritten after every case.
 """
 from __future__ import annotations
@@ -195,7 +195,7 @@ def _free(device: str) -> None:
 
 
 def run(args: argparse.Namespace) -> Path:
-    from serving.optimize import configure_numerics
+    from serving.backends.cuda.optimize import configure_numerics
 
     device = "cpu" if args.smoke else "cuda"
     found = gpu_common.versions()  # this process imports everything anyway: what it actually loaded

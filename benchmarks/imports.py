@@ -12,10 +12,10 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # What the server process imports before it can load anything (interpreter start included).
-IMPORTS = ("import serving.server, serving.api, torch, transformers; "
+IMPORTS = ("import serving.runtime.server, serving.api, torch, transformers; "
            "from diffusers import DiffusionPipeline, StableDiffusionPipeline")
 # Modules whose cumulative import time the profile reports (first import of each, wherever it happens).
-PROFILED = ("serving.server", "serving.api", "torch", "torch._dynamo", "transformers", "diffusers")
+PROFILED = ("serving.runtime.server", "serving.api", "torch", "torch._dynamo", "transformers", "diffusers")
 
 # Runs in a fresh interpreter: refuse torch._dynamo and its submodules, note which file outside torch asked for
 # them, and see whether the server's diffusers imports survive. diffusers itself catches the ImportError in one

@@ -18,7 +18,7 @@ PROMPT = "a red cube on a wooden table, studio light"
 
 def ensure_tiny_model(path: Path) -> Path:
     if not (path / "model_index.json").is_file():
-        from serving.tiny import write_tiny_model
+        from serving.model.tiny import write_tiny_model
 
         write_tiny_model(path)
     return path
@@ -27,9 +27,9 @@ def ensure_tiny_model(path: Path) -> Path:
 def measure_http_overhead(model: Path, size: int, steps: int, requests: int, warmup: int) -> dict[str, Any]:
     import torch
 
-    from serving.loading import load_pipeline
-    from serving.modelconfig import model_defaults
-    from serving.settings import Settings
+    from serving.model.loading import load_pipeline
+    from serving.model.config import model_defaults
+    from serving.core.settings import Settings
 
     defaults = model_defaults(model, Settings(model=str(model)))
     guidance = defaults.guidance_scale

@@ -96,7 +96,7 @@ def server_env(pod: dict[str, Any], api_key_file: Path | None = None, **extra: s
 def settings(pod: dict[str, Any], model: Path, device: str, warmup_size: int, **overrides: Any):
     """The serving Settings a pod builds from this env and args, for `model` on `device`: what the in-process
     phase hands to serving.backends.create_backend, so it loads exactly what the server would."""
-    from serving.settings import add_serve_arguments, settings_from
+    from serving.core.settings import add_serve_arguments, settings_from
 
     parser = argparse.ArgumentParser()
     add_serve_arguments(parser)

@@ -230,7 +230,7 @@ def build_tokenizer(vocab_size: int) -> Any:
     so the text encoder sees the same shapes; the embedding table keeps its full `vocab_size` rows."""
     from transformers import CLIPTokenizer
 
-    from serving.tiny import byte_alphabet
+    from serving.model.tiny import byte_alphabet
 
     vocab = {"<|startoftext|>": 0, "<|endoftext|>": 2, "!": 1}
     for ch in byte_alphabet().values():

@@ -124,7 +124,7 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def run(requests: int, concurrency: int, seed: int) -> dict:
-    from serving.tiny import write_tiny_model
+    from serving.model.tiny import write_tiny_model
 
     model = CACHE_DIR / "tiny-model"
     if not (model / "model_index.json").is_file():

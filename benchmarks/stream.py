@@ -38,7 +38,7 @@ TARGET_GPU_FPS = 60.0
 def _runs(url: str, size: int, frames: int, steps: int | None, strength: float | None, open_fps: float,
           on_run=None) -> dict:
     """Closed loop, then open loop; ``on_run(runs)`` after each, so a timeout keeps what was measured."""
-    from serving.bench_stream import StreamBenchConfig, run_stream_bench
+    from loadtest.stream import StreamBenchConfig, run_stream_bench
 
     common = dict(url=url, width=size, height=size, frame_format="jpeg", output_format="jpeg", steps=steps,
                   strength=strength, prompt="a watercolour painting of a city street")
@@ -59,7 +59,7 @@ def _server_args(vae: Path, size: int, extra: list[str]) -> list[str]:
 
 
 def cpu_stream_case(frames: int = 200, size: int = 256) -> dict:
-    from serving.tiny import write_tiny_model, write_tiny_taesd
+    from serving.model.tiny import write_tiny_model, write_tiny_taesd
 
     model, vae = CACHE_DIR / "tiny-model", CACHE_DIR / "tiny-taesd"
     if not (model / "model_index.json").is_file():
@@ -122,7 +122,7 @@ def _report(case: str, size: int, runs: dict, target_overhead: float | None = No
 
 
 def write_results(result: dict, name: str) -> tuple[Path, Path]:
-    from serving.bench_stream import write_plot
+    from loadtest.stream import write_plot
 
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     load = os.getloadavg() if hasattr(os, "getloadavg") else None

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 from benchmarks.serverproc import ServerProcess
-from serving.devcerts import issue_server_cert, make_ca, write_pair
+from serving.api.devcerts import issue_server_cert, make_ca, write_pair
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS = REPO_ROOT / "benchmarks" / "results" / "tls-cpu.json"
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--connections", type=int, default=300, help="new connections per case")
     args = parser.parse_args(argv)
-    from serving.tiny import write_tiny_model
+    from serving.model.tiny import write_tiny_model
 
     with tempfile.TemporaryDirectory(prefix="tls-bench-") as tmp:
         work = Path(tmp)
@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         ca = make_ca()
         (work / "ca.crt").write_bytes(ca.cert_pem())
         write_pair(issue_server_cert(ca, [SERVER_NAME]), work / "tls.crt", work / "tls.key")
-        from serving.tls import ServerTLS
+        from serving.api.tls import ServerTLS
 
         # The server's own context (policy, SNI callback with its file checks), driven in memory.
         front = ServerTLS(work / "tls.crt", work / "tls.key", work / "ca.crt").front

@@ -14,7 +14,7 @@ METRICS_PORT_NAME = "metrics"
 READINESS_PATH = "/readyz"
 LIVENESS_PATH = "/healthz"
 LOAD_PATH = "/load"
-# The server counts each open frame stream as one busy slot in this field (serving.streams.StreamHub.load_snapshot),
+# The server counts each open frame stream as one busy slot in this field (serving.stream.hub.StreamHub.load_snapshot),
 # so a pod full of streams scales out like one full of requests.
 LOAD_FIELD = "load"
 RUN_AS_UID = 10001
@@ -58,7 +58,7 @@ LIVENESS_FAILURES = 6
 PROBE_TIMEOUT_S = 5
 # Extra time after preStop + drain before the kubelet sends SIGKILL (process exit, log flush).
 GRACE_MARGIN_S = 10
-# Seconds of the server's drain budget it spends closing sockets (serving.server.SHUTDOWN_MARGIN_S, rounded up).
+# Seconds of the server's drain budget it spends closing sockets (serving.runtime.server.SHUTDOWN_MARGIN_S, rounded up).
 SHUTDOWN_RESERVE_S = 2
 # KEDA polls each ScaledObject at this interval; the HPA then applies the behaviour in charts/autoscaling.py.
 KEDA_POLLING_INTERVAL_S = 15

@@ -4,7 +4,7 @@ private-ca: a self-signed ClusterIssuer signs one CA Certificate, whose key stay
 a CA ClusterIssuer then signs the serving Certificate (one fixed server name) in the inference namespace.
 acme: an ACME ClusterIssuer answers DNS-01 in one Route 53 zone and issues one wildcard certificate for the
 per-node names external-dns publishes (charts/node_dns.py). Either way the pods mount the serving Secret and the
-server follows its rotation (serving/tls.py).
+server follows its rotation (serving/api/tls.py).
 """
 from __future__ import annotations
 
@@ -129,7 +129,7 @@ def serving_certificate(scope: Construct, *, namespace: str, tls: TLSConfig) -> 
 
 
 def server_tls_env(tls: TLSConfig) -> dict[str, str]:
-    """The serving container's TLS settings (serving/settings.py), empty for plain HTTP."""
+    """The serving container's TLS settings (serving/core/settings.py), empty for plain HTTP."""
     if not tls.enabled:
         return {}
     env = {"SERVING_TLS_CERT_FILE": f"{TLS_DIR}/tls.crt", "SERVING_TLS_KEY_FILE": f"{TLS_DIR}/tls.key"}

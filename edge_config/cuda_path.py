@@ -9,7 +9,7 @@ from pydantic import Field, StrictBool, field_validator, model_validator
 from edge_config.errors import FieldProblem, Hint
 from edge_config.fields import Section, unique
 
-# torch.compile modes the server accepts (serving.settings.COMPILE_MODES; tests/test_edge_config.py keeps them equal).
+# torch.compile modes the server accepts (serving.core.settings.COMPILE_MODES; tests/test_edge_config.py keeps them equal).
 CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
 # The two modes in which inductor captures CUDA graphs itself.
 GRAPH_COMPILE_MODES = frozenset({"reduce-overhead", "max-autotune"})

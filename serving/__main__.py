@@ -9,7 +9,7 @@ import sys
 
 
 def _config_error(exc: Exception) -> int:
-    from serving.logconfig import json_line
+    from serving.core.logconfig import json_line
 
     # Exit 2 with one readable line (JSON like every other line the server writes), never a traceback.
     print(json_line("error", "serving", f"configuration error: {exc}"), file=sys.stderr)
@@ -17,9 +17,9 @@ def _config_error(exc: Exception) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from serving.apikey import load_api_key
-    from serving.logconfig import configure_logging
-    from serving.settings import SettingsError, settings_from
+    from serving.auth.apikey import load_api_key
+    from serving.core.logconfig import configure_logging
+    from serving.core.settings import SettingsError, settings_from
 
     try:
         settings = settings_from(args)
@@ -27,17 +27,17 @@ def _serve(args: argparse.Namespace) -> int:
         api_key = load_api_key(settings)
     except SettingsError as exc:
         return _config_error(exc)
-    from serving.prefetch import start_prefetch
+    from serving.model.prefetch import start_prefetch
 
     # Started before the heavy imports below so a cold disk read overlaps them.
     start_prefetch(settings.model)
-    from serving.tls import TLSFileError, server_tls_from
+    from serving.api.tls import TLSFileError, server_tls_from
 
     try:
         tls = server_tls_from(settings)
     except TLSFileError as exc:
         return _config_error(exc)
-    from serving.server import build_state, serve
+    from serving.runtime.server import build_state, serve
 
     try:
         state = build_state(settings, api_key)
@@ -48,7 +48,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _tiny_model(args: argparse.Namespace) -> int:
-    from serving.tiny import write_tiny_model, write_tiny_taesd
+    from serving.model.tiny import write_tiny_model, write_tiny_taesd
 
     print(write_tiny_model(args.out_dir, seed=args.seed))
     if args.taesd:
@@ -57,7 +57,7 @@ def _tiny_model(args: argparse.Namespace) -> int:
 
 
 def _dev_cert(args: argparse.Namespace) -> int:
-    from serving.devcerts import write_local_pki
+    from serving.api.devcerts import write_local_pki
 
     paths = write_local_pki(args.out_dir, args.server_name)
     print(" ".join(f"{name}={path}" for name, path in paths.items()))
@@ -68,11 +68,16 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # bench owns its flags; hand everything after the subcommand to it untouched.
     if argv and argv[0] == "bench":
-        from serving.bench import main as bench_main
-
+        try:
+            from loadtest.bench import main as bench_main
+        except ImportError:
+            # The load client is a separate package beside serving/ in the repository and not in the image.
+            print("python -m serving bench needs the loadtest package (run it from the repository root: "
+                  "python -m loadtest ...)", file=sys.stderr)
+            return 2
         return bench_main(argv[1:]) or 0
 
-    from serving.settings import add_serve_arguments
+    from serving.core.settings import add_serve_arguments
 
     parser = argparse.ArgumentParser(prog="python -m serving", description="edge-diffusion inference server")
     sub = parser.add_subparsers(dest="command", required=True)

@@ -299,7 +299,7 @@ def test_cdk_json_spells_out_the_model_defaults_of_the_fast_path():
 
 
 def test_fast_path_bounds_are_the_servers():
-    from serving.settings import COMPILE_MODES, Settings
+    from serving.core.settings import COMPILE_MODES, Settings
     from edge_config import cuda_path
 
     assert set(cuda_path.CompileMode.__args__) == set(COMPILE_MODES)

@@ -15,7 +15,7 @@ import uuid
 from typing import Any
 
 from serving.api.responses import json_error
-from serving.state import ServerState
+from serving.engine.state import ServerState
 
 MAX_BODY_BYTES = 1024 * 1024
 # An oversized body is read and discarded up to this much (and this long) before the 413 goes out: a client

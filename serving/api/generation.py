@@ -13,12 +13,12 @@ from fastapi.responses import JSONResponse, Response
 
 from serving.api.schemas import MAX_SEED, ImagesResponse, build_request_models, error_responses
 from serving.backends.base import GenerationParams
-from serving.errors import InvalidRequest, ServingError, Unavailable
-from serving.imaging import MEDIA_TYPES as IMAGE_TYPES
-from serving.imaging import OUTPUT_TYPES
-from serving.imaging import encode_image
-from serving.img2img import with_init_image
-from serving.state import ServerState
+from serving.core.errors import InvalidRequest, ServingError, Unavailable
+from serving.core.imaging import MEDIA_TYPES as IMAGE_TYPES
+from serving.core.imaging import OUTPUT_TYPES
+from serving.core.imaging import encode_image
+from serving.core.img2img import with_init_image
+from serving.engine.state import ServerState
 
 # Images larger than this are encoded off the event loop (PNG of 512x512 takes milliseconds).
 INLINE_ENCODE_PIXELS = 256 * 256

@@ -9,7 +9,7 @@ from fastapi.responses import HTMLResponse
 
 from serving.api.responses import json_error
 from serving.api.schemas import Endpoint, Health, Readiness, error_responses
-from serving.state import ServerState
+from serving.engine.state import ServerState
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 

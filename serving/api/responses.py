@@ -8,7 +8,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from serving.errors import ServingError
+from serving.core.errors import ServingError
 
 
 def json_error(status: int, message: str, type_: str, param: str | None = None, headers: dict | None = None) -> JSONResponse:

@@ -5,8 +5,8 @@ from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from serving.prompts import require_visible_text
-from serving.settings import Settings
+from serving.core.prompts import require_visible_text
+from serving.core.settings import Settings
 
 MAX_SEED = 2**32 - 1
 MAX_GUIDANCE = 20.0

@@ -11,8 +11,8 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from serving.errors import GenerationCancelled, InvalidRequest
-from serving.modelconfig import ModelDefaults
+from serving.core.errors import GenerationCancelled, InvalidRequest
+from serving.model.config import ModelDefaults
 
 log = logging.getLogger("serving.backend")
 
@@ -143,7 +143,7 @@ class DiffusersBackend(Backend):
         super().__init__(defaults, slots)
         set_scheduler(pipe, defaults.scheduler)
         self.pipe = pipe
-        from serving.embeddings import PromptEmbeddings
+        from serving.backends.embeddings import PromptEmbeddings
 
         self.embeddings = PromptEmbeddings(str(pipe.config.get("_name_or_path", "")))
         self._pool: queue.Queue = queue.Queue()
@@ -178,7 +178,7 @@ class DiffusersBackend(Backend):
             if cancel.is_set():
                 raise GenerationCancelled()
             if params.image is not None:
-                from serving.img2img import img2img_twin
+                from serving.core.img2img import img2img_twin
 
                 # One init image per output: diffusers deprecates broadcasting a single image over a batch.
                 call, mode_args = img2img_twin(pipe), {"image": [params.image] * params.n, "strength": params.strength}

@@ -5,7 +5,7 @@ import gc
 from typing import Any
 
 from serving.backends.base import DiffusersBackend
-from serving.modelconfig import ModelDefaults
+from serving.model.config import ModelDefaults
 
 
 class CpuBackend(DiffusersBackend):
@@ -13,7 +13,7 @@ class CpuBackend(DiffusersBackend):
 
     @classmethod
     def load(cls, model: str, dtype: str, defaults: ModelDefaults, slots: int) -> "CpuBackend":
-        from serving.loading import load_pipeline
+        from serving.model.loading import load_pipeline
 
         return cls(load_pipeline(model, "cpu", "float32" if dtype == "auto" else dtype), defaults, slots)
 

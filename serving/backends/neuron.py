@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from serving.backends.base import Backend, GenerationParams, cancel_callback_kwargs, set_scheduler
-from serving.errors import GenerationCancelled
-from serving.modelconfig import ModelDefaults
-from serving.modelpath import check_model_dir
+from serving.core.errors import GenerationCancelled
+from serving.model.config import ModelDefaults
+from serving.model.path import check_model_dir
 
 NEURON_FILE = "model.neuron"
 DATA_PARALLEL_MODES = ("none", "unet", "all")

@@ -8,7 +8,7 @@ import pytest
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
-    from serving.tiny import write_tiny_model
+    from serving.model.tiny import write_tiny_model
 
     return write_tiny_model(tmp_path_factory.mktemp("bench-models") / "tiny")
 

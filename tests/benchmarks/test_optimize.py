@@ -1,4 +1,4 @@
-"""serving.optimize on CPU with the tiny SD 2.x layout: every option's validation and its device-agnostic path."""
+"""serving.backends.cuda.optimize on CPU with the tiny SD 2.x layout: every option's validation and its device-agnostic path."""
 from __future__ import annotations
 
 import inspect
@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from benchmarks import sd21
-from serving import optimize
-from serving.optimize import CudaOptions, enable_deepcache, optimize_pipeline
+from serving.backends.cuda import optimize
+from serving.backends.cuda.optimize import CudaOptions, enable_deepcache, optimize_pipeline
 
 
 def _generate(pipe, steps=2, cfg=0.0, seed=0):
@@ -183,7 +183,7 @@ def test_deepcache_interval_and_reset_per_call(tiny_pipe):
 
 def test_deepcache_keeps_the_pipeline_signature_for_step_callbacks(tiny_pipe):
     from serving.backends.base import cancel_callback_kwargs
-    from serving.errors import GenerationCancelled
+    from serving.core.errors import GenerationCancelled
 
     optimize_pipeline(tiny_pipe, CudaOptions(dtype="float32", deepcache_interval=2))
     assert type(tiny_pipe).__name__ == "StableDiffusionPipeline"

@@ -80,7 +80,7 @@ def test_tokenizer_pads_to_77_tokens_inside_the_vocabulary():
 def test_random_checkpoint_is_fp16_safetensors_the_server_loader_reads(tmp_path):
     from safetensors import safe_open
 
-    from serving.loading import load_pipeline
+    from serving.model.loading import load_pipeline
 
     out = sd21.write_random_checkpoint(tmp_path / "ckpt", sd21.TINY, seed=3)
     assert json.loads((out / "random-checkpoint.json").read_text())["arch"] == "tiny"

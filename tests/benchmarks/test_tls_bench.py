@@ -4,8 +4,8 @@ from __future__ import annotations
 import ssl
 
 from benchmarks.tls import SERVER_NAME, _client, _cpu_case
-from serving.devcerts import issue_server_cert, make_ca, write_pair
-from serving.tls import ServerTLS
+from serving.api.devcerts import issue_server_cert, make_ca, write_pair
+from serving.api.tls import ServerTLS
 
 
 def test_cpu_cases_measure_what_they_name(tmp_path):

@@ -10,9 +10,10 @@ import pytest
 import edge_config
 from charts import inference
 from charts.inference import InferenceChart
-from serving import inventory as server_inventory
-from serving.server import SHUTDOWN_MARGIN_S
-from serving.settings import Settings, env_name, settings_from
+from serving.fleet import inventory as server_inventory
+from serving.fleet import objects as server_objects
+from serving.runtime.server import SHUTDOWN_MARGIN_S
+from serving.core.settings import Settings, env_name, settings_from
 from tests.conftest import REPO_ROOT
 from tests.k8s_schema import validate_k8s_object
 
@@ -84,9 +85,9 @@ def _matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
 
 def _server_routes() -> tuple[set[str], frozenset[str]]:
     """The public app's route paths, and the paths it serves without the API key (kubelet probes send none)."""
-    from serving.api import PUBLIC_PATHS, create_app
-    from serving.engine import Engine
-    from serving.state import ServerState
+    from serving.api.app import PUBLIC_PATHS, create_app
+    from serving.engine.scheduler import Engine
+    from serving.engine.state import ServerState
 
     engine = Engine(backend=None, max_concurrency=1, max_queue=0, request_timeout=30)
     try:
@@ -393,8 +394,8 @@ def test_container_env_is_the_server_contract(deployments, cfg):
 
 
 def test_nvidia_pods_run_the_fast_path_the_config_describes(deployments, cfg):
-    from serving.backends.cuda import cuda_options
-    from serving.compilecache import CompileCache
+    from serving.backends.cuda.backend import cuda_options
+    from serving.backends.cuda.compilecache import CompileCache
 
     cuda = cfg.workloads.cuda
     env = _env(deployments["nvidia"])
@@ -559,7 +560,7 @@ def test_inventory_lists_the_edge_service_endpoints(objects, cfg):
     validate_k8s_object(endpoint_slice)
     items = server_inventory.endpoints_from_objects([endpoint_slice], [node], service["spec"]["ports"][0]["nodePort"])
     url = f"http://198.51.100.7:{cfg.workloads.node_port}"
-    assert items == [{"url": url, "stream_url": server_inventory.stream_url(url), "zone": "us-west-2-lax-1a",
+    assert items == [{"url": url, "stream_url": server_objects.stream_url(url), "zone": "us-west-2-lax-1a",
                       "accelerator": "nvidia", "ready": True}]
 
 
@@ -605,8 +606,8 @@ def test_scale_down_waits_for_drains(objects, deployments, cfg):
 
 def test_load_signal_is_what_the_server_reports():
     """The scaler reads `load` from GET /load on the metrics port: (in_flight + queued) / max_concurrency."""
-    from serving.engine import Engine
-    from serving.metrics import Metrics
+    from serving.engine.scheduler import Engine
+    from serving.runtime.metrics import Metrics
 
     engine = Engine(backend=None, max_concurrency=2, max_queue=3, request_timeout=30)
     try:

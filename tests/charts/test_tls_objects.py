@@ -11,8 +11,8 @@ import pytest
 
 from charts.node_dns import NodeDnsChart, external_dns_args, fqdn_template
 from charts.tls import CA_SECRET, SERVING_SECRET, TLS_DIR, TlsIssuersChart
-from serving.inventory import node_dns_name
-from serving.settings import settings_from
+from serving.fleet.inventory import node_dns_name
+from serving.core.settings import settings_from
 from tests.charts.test_inference import _config, _container, _env, _render
 from tests.k8s_schema import validate_k8s_object
 

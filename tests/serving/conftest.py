@@ -18,7 +18,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
-    from serving.tiny import write_tiny_model
+    from serving.model.tiny import write_tiny_model
 
     return write_tiny_model(tmp_path_factory.mktemp("models") / "tiny")
 
@@ -29,7 +29,7 @@ def cpu_backend(tiny_model):
     import torch
 
     from serving.backends import create_backend
-    from serving.settings import Settings
+    from serving.core.settings import Settings
 
     # One intra-op thread: on a shared 2-core CI box, OpenMP threads spin-waiting on each other make a 30 ms
     # tiny-model generation take seconds; one thread keeps it ~100 ms even under load.
@@ -39,8 +39,8 @@ def cpu_backend(tiny_model):
 
 def make_state(backend, api_key: str | None = None, **overrides):
     """A ready ServerState around an already-loaded backend (skips the load/warm-up lifecycle)."""
-    from serving.server import build_state
-    from serving.settings import Settings
+    from serving.runtime.server import build_state
+    from serving.core.settings import Settings
 
     settings = Settings(model=overrides.pop("model", "tiny"), device="cpu", **overrides)
     state = build_state(settings, api_key)

@@ -13,8 +13,8 @@ import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from serving.api import create_app, negotiate_image_type
-from serving.errors import ServingError
+from serving.api.app import create_app, negotiate_image_type
+from serving.core.errors import ServingError
 from tests.serving.conftest import make_state
 
 KEY = "s3cret-key"
@@ -372,7 +372,7 @@ def _always_device_fault(monkeypatch, cpu_backend):
 
 
 def test_out_of_memory_never_fails_liveness(cpu_backend, monkeypatch):
-    from serving.engine import MAX_CONSECUTIVE_ACCELERATOR_ERRORS
+    from serving.engine.scheduler import MAX_CONSECUTIVE_ACCELERATOR_ERRORS
 
     state = make_state(cpu_backend)
     _always_oom(monkeypatch, cpu_backend)
@@ -384,7 +384,7 @@ def test_out_of_memory_never_fails_liveness(cpu_backend, monkeypatch):
 
 
 def test_repeated_accelerator_errors_fail_liveness_and_readiness(cpu_backend, monkeypatch, caplog):
-    from serving.engine import MAX_CONSECUTIVE_ACCELERATOR_ERRORS
+    from serving.engine.scheduler import MAX_CONSECUTIVE_ACCELERATOR_ERRORS
 
     state = make_state(cpu_backend)
     _always_device_fault(monkeypatch, cpu_backend)
@@ -479,7 +479,7 @@ def test_endpoints_lists_inventory_and_maps_api_failures_to_503(cpu_backend):
 def test_inventory_is_built_from_settings(cpu_backend):
     state = make_state(cpu_backend, inventory_service="edge-diffusion", inventory_namespace="inference",
                        inventory_node_port=30080)
-    from serving.inventory import KubernetesInventory
+    from serving.fleet.inventory import KubernetesInventory
 
     assert isinstance(state.inventory, KubernetesInventory)
     assert (state.inventory.service, state.inventory.namespace, state.inventory.node_port) == (
@@ -551,7 +551,7 @@ def test_log_prompts_puts_the_prompt_in_the_request_line_only_when_asked(cpu_bac
 
 
 def test_library_warnings_quoting_the_prompt_are_redacted_unless_log_prompts():
-    from serving.logconfig import PromptRedaction
+    from serving.core.logconfig import PromptRedaction
 
     def record():
         return logging.LogRecord("diffusers.pipelines.stable_diffusion", logging.WARNING, __file__, 1,

@@ -7,8 +7,8 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
-from serving.apikey import load_api_key
-from serving.settings import Settings, SettingsError
+from serving.auth.apikey import load_api_key
+from serving.core.settings import Settings, SettingsError
 
 ARN = "arn:aws:secretsmanager:us-west-2:123456789012:secret:edge-diffusion/api-key-AbCdEf"
 

@@ -8,12 +8,12 @@ import types
 
 import pytest
 
-from serving import loading
+from serving.model import loading
 from serving.backends import create_backend
 from serving.backends.base import GenerationParams, cancel_callback_kwargs
 from serving.backends.neuron import NeuronBackend, NeuronModelError, compiled_shape
-from serving.errors import GenerationCancelled, InvalidRequest
-from serving.settings import Settings
+from serving.core.errors import GenerationCancelled, InvalidRequest
+from serving.core.settings import Settings
 
 
 def test_auto_prefers_neuron_then_cuda_then_cpu(monkeypatch, caplog):
@@ -92,7 +92,7 @@ def test_cuda_backend_refuses_without_a_gpu(tiny_model, monkeypatch):
 def test_cuda_recover_reports_an_unusable_context(monkeypatch):
     import torch
 
-    from serving.backends.cuda import CudaBackend
+    from serving.backends.cuda.backend import CudaBackend
 
     backend = CudaBackend.__new__(CudaBackend)  # recover() needs no pipeline
 
@@ -110,7 +110,7 @@ def test_cuda_recover_reports_an_unusable_context(monkeypatch):
 
 
 def test_cuda_options_follow_flags():
-    from serving.backends.cuda import cuda_options
+    from serving.backends.cuda.backend import cuda_options
 
     opts = cuda_options(Settings(model="m", dtype="bfloat16", compile=True, deepcache_interval=3, tiny_vae="/opt/taesd"))
     assert (opts.dtype, opts.compile, opts.deepcache_interval, opts.tiny_vae, opts.channels_last) == (
@@ -232,7 +232,7 @@ def test_neuron_without_optimum_says_what_is_missing(tmp_path, monkeypatch):
 
 def test_warmup_covers_configured_sizes_or_the_default():
     from serving.backends.base import Backend
-    from serving.modelconfig import ModelDefaults
+    from serving.model.config import ModelDefaults
 
     class Recording(Backend):
         def __init__(self):

@@ -13,8 +13,8 @@ import httpx
 import numpy as np
 import pytest
 
-from serving import bench
-from serving.bench import BenchConfig, percentile, run_bench, summarize
+from loadtest import bench
+from loadtest.bench import BenchConfig, percentile, run_bench, summarize
 from tests.serving.conftest import REPO_ROOT, LiveServer
 
 PNG_1PX = base64.b64decode(

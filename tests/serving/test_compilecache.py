@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch._dynamo.utils import counters
 
-from serving.compilecache import ARTIFACTS, DESCRIPTION, CompileCache, cache_key, key_fields
+from serving.backends.cuda.compilecache import ARTIFACTS, DESCRIPTION, CompileCache, cache_key, key_fields
 
 pytestmark = pytest.mark.server_set_only
 

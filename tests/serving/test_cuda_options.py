@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from serving.backends.cuda import cuda_options
-from serving.optimize import CudaOptions, compile_plan, configure_numerics
-from serving.settings import Settings
+from serving.backends.cuda.backend import cuda_options
+from serving.backends.cuda.optimize import CudaOptions, compile_plan, configure_numerics
+from serving.core.settings import Settings
 
 pytestmark = pytest.mark.server_set_only
 

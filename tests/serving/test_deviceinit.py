@@ -5,9 +5,9 @@ import threading
 
 import pytest
 
-from serving import deviceinit
+from serving.model import deviceinit
 from serving.backends import create_backend
-from serving.settings import Settings
+from serving.core.settings import Settings
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from serving.backends.base import GenerationParams
-from serving.embeddings import PromptEmbeddings
+from serving.backends.embeddings import PromptEmbeddings
 
 
 class CountingPipe:

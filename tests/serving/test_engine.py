@@ -8,9 +8,9 @@ import time
 import pytest
 
 from serving.backends.base import Backend, GenerationParams
-from serving.engine import Engine
-from serving.errors import GenerationCancelled, GenerationTimeout, InvalidRequest, QueueFull, Unavailable
-from serving.modelconfig import ModelDefaults
+from serving.engine.scheduler import Engine
+from serving.core.errors import GenerationCancelled, GenerationTimeout, InvalidRequest, QueueFull, Unavailable
+from serving.model.config import ModelDefaults
 
 DEFAULTS = ModelDefaults(width=64, height=64, steps=4, guidance_scale=0.0)
 
@@ -141,7 +141,7 @@ def test_accelerator_error_is_503_and_the_engine_keeps_working():
 
 
 def test_only_consecutive_accelerator_errors_mark_the_engine_failed():
-    from serving.engine import MAX_CONSECUTIVE_ACCELERATOR_ERRORS
+    from serving.engine.scheduler import MAX_CONSECUTIVE_ACCELERATOR_ERRORS
 
     backend = StepBackend(fail=DeviceFault("device fault"))
     engine = Engine(backend, max_concurrency=1, max_queue=0, request_timeout=5)
@@ -183,7 +183,7 @@ class OutOfMemoryError(RuntimeError):
 @pytest.mark.parametrize("oom", [MemoryError("out of memory"), OutOfMemoryError("CUDA out of memory. Tried to allocate"),
                                  RuntimeError("DefaultCPUAllocator: can't allocate memory")])
 def test_out_of_memory_costs_only_its_request_and_never_marks_the_device_broken(oom):
-    from serving.engine import MAX_CONSECUTIVE_ACCELERATOR_ERRORS
+    from serving.engine.scheduler import MAX_CONSECUTIVE_ACCELERATOR_ERRORS
 
     backend = StepBackend(fail=oom)
     engine = Engine(backend, max_concurrency=1, max_queue=0, request_timeout=5)
@@ -201,7 +201,7 @@ def test_out_of_memory_costs_only_its_request_and_never_marks_the_device_broken(
 
 
 def test_request_cost_over_the_limit_is_422_naming_the_limit_and_the_cost():
-    from serving.engine import request_cost
+    from serving.engine.scheduler import request_cost
 
     engine = Engine(StepBackend(), max_concurrency=1, max_queue=0, request_timeout=5)
     engine.max_cost = 64 * 64 * 4 * 2

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from serving.errors import GenerationCancelled
-from serving.frames import FrameConfig, FrameRunner, load_stream_vae
+from serving.core.errors import GenerationCancelled
+from serving.stream.frames import FrameConfig, FrameRunner, load_stream_vae
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +18,7 @@ def pipe(cpu_backend):
 
 @pytest.fixture(scope="module")
 def taesd_dir(tmp_path_factory):
-    from serving.tiny import write_tiny_taesd
+    from serving.model.tiny import write_tiny_taesd
 
     return write_tiny_taesd(tmp_path_factory.mktemp("taesd") / "taesd")
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from serving.imaging import encode_image, encode_png
+from serving.core.imaging import encode_image, encode_png
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 3), (64, 64, 3), (37, 91, 3), (16, 8, 4), (9, 5, 1), (7, 3)])

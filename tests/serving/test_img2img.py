@@ -1,4 +1,4 @@
-"""serving.img2img: the strength rule, input image decoding, and the twin pipeline sharing the weights."""
+"""serving.core.img2img: the strength rule, input image decoding, and the twin pipeline sharing the weights."""
 from __future__ import annotations
 
 import base64
@@ -8,8 +8,8 @@ import zlib
 import pytest
 from PIL import Image
 
-from serving.errors import InvalidRequest
-from serving.img2img import check_strength, decode_base64_image, decode_image, default_strength, img2img_twin
+from serving.core.errors import InvalidRequest
+from serving.core.img2img import check_strength, decode_base64_image, decode_image, default_strength, img2img_twin
 
 
 def encoded(size=(64, 64), fmt="PNG") -> bytes:

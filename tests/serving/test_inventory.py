@@ -10,14 +10,9 @@ import zlib
 import httpx
 import pytest
 
-from serving import inventory
-from serving.inventory import (
-    InventoryError,
-    KubernetesInventory,
-    endpoints_from_objects,
-    node_accelerator,
-    node_port_from_service,
-)
+from serving.fleet import inventory
+from serving.fleet.inventory import KubernetesInventory
+from serving.fleet.objects import InventoryError, endpoints_from_objects, node_accelerator, node_port_from_service
 
 NAMESPACE = "edge-diffusion"
 SERVICE = "edge-diffusion"
@@ -549,7 +544,7 @@ def test_served_through_get_v1_endpoints(api, service_account, cpu_backend):
     """The server's GET /v1/endpoints with the real inventory behind it (fake API server, real app)."""
     from fastapi.testclient import TestClient
 
-    from serving.api import create_app
+    from serving.api.app import create_app
     from tests.serving.conftest import make_state
 
     state = make_state(cpu_backend, api_key="k")

@@ -78,13 +78,79 @@ def test_server_requirements_carry_what_the_server_imports_and_no_load_client_ex
     distributions = importlib.metadata.packages_distributions()
     missing = {}
     for path in SERVING.rglob("*.py"):
-        if path.name.startswith("bench"):  # the load client: python -m serving bench, from a checkout
-            continue
         for module in _imports(path):
             top = module.split(".")[0]
-            if top in sys.stdlib_module_names or top == "serving" or top not in distributions:
+            # loadtest: the load client beside serving/, which only the CLI's `bench` reaches (not in the image)
+            if top in sys.stdlib_module_names or top in ("serving", "loadtest") or top not in distributions:
                 continue  # accelerator-only packages (optimum-neuron) come with their images
             dists = {d.lower().replace("_", "-") for d in distributions[top]}
             if not dists & server:
                 missing[str(path.relative_to(REPO_ROOT))] = sorted(dists)
     assert not missing
+
+
+# The floors of serving/, bottom up, and what each package may import (itself included). A package lower down
+# never imports one above it, so the tree reads top-down: runtime -> api -> stream -> engine -> backends -> model
+# -> core, with auth and fleet beside the engine on core alone.
+ALLOWED = {
+    "serving.core": {"serving.core"},
+    "serving.model": {"serving.core", "serving.model"},
+    "serving.auth": {"serving.core", "serving.auth"},
+    "serving.fleet": {"serving.core", "serving.fleet"},
+    "serving.backends": {"serving.core", "serving.model", "serving.backends"},
+    "serving.engine": {"serving.core", "serving.model", "serving.backends", "serving.engine"},
+    "serving.stream": {"serving.core", "serving.model", "serving.backends", "serving.engine", "serving.auth",
+                       "serving.stream"},
+    "serving.api": {"serving.core", "serving.model", "serving.backends", "serving.engine", "serving.auth",
+                    "serving.fleet", "serving.stream", "serving.api"},
+}
+PACKAGES = sorted({*ALLOWED, "serving.runtime"})
+MAX_LINES = 350
+
+
+def _package(module: str) -> str | None:
+    parts = module.split(".")
+    return ".".join(parts[:2]) if len(parts) >= 2 and ".".join(parts[:2]) in PACKAGES else None
+
+
+def test_imports_only_run_down_the_floors():
+    back: list[str] = []
+    for module, deps in _graph().items():
+        package = _package(module)
+        if package is None or package not in ALLOWED:
+            continue  # serving/__main__.py and serving.runtime sit on top and may import anything
+        for dep in sorted(deps):
+            dep_package = _package(dep)
+            if dep_package is not None and dep_package not in ALLOWED[package]:
+                back.append(f"{module} -> {dep}")
+    assert not back, "imports that run back up: " + "; ".join(back)
+
+
+def test_every_module_sits_in_a_package_of_the_map():
+    loose = sorted(p.name for p in SERVING.glob("*.py") if p.name not in ("__init__.py", "__main__.py"))
+    assert not loose, f"modules at serving/'s top level (put each in the package that owns its concern): {loose}"
+    packages = {_module_name(p.parent) for p in SERVING.rglob("__init__.py") if p.parent != SERVING}
+    assert {p for p in packages if p.count(".") == 1} == set(PACKAGES)
+
+
+def test_each_package_docstring_says_what_it_owns():
+    for init in SERVING.rglob("__init__.py"):
+        if init.parent == SERVING:
+            continue
+        doc = ast.get_docstring(ast.parse(init.read_text()))
+        assert doc and len(doc) > 60, f"{init.relative_to(REPO_ROOT)}: say in its docstring what it owns and may import"
+
+
+def test_no_module_over_the_size_limit():
+    big = {str(p.relative_to(REPO_ROOT)): n for root in (SERVING, REPO_ROOT / "loadtest")
+           for p in root.rglob("*.py") if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    assert not big, f"modules over {MAX_LINES} lines: {big}"
+
+
+def test_the_load_client_is_not_part_of_the_server():
+    client = REPO_ROOT / "loadtest"
+    offenders = {_module_name(p): sorted(m for m in _imports(p) if m == "serving" or m.startswith("serving."))
+                 for p in client.rglob("*.py")}
+    assert not {k: v for k, v in offenders.items() if v}, "loadtest/ is a client of the HTTP contract only"
+    assert not any(m.startswith("loadtest") for p in SERVING.rglob("*.py") for m in _imports(p)
+                   if p.name != "__main__.py"), "only the CLI entry may hand `bench` to the client package"

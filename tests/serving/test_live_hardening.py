@@ -192,34 +192,107 @@ def test_drain_deadline_answers_503_json_and_starts_nothing_after_it(tiny_model,
 
 
 # -- 3. drain waits for responses still being written ------------------------------------------------------------
+# The answer must be larger than everything the kernel buffers for one connection (the server's send queue autotunes
+# to ~4 MB on loopback, plus the client's receive buffer): the kernel keeps delivering what it already holds after
+# the process exits, so a smaller answer cannot show bytes that were still in the server when it stopped. In a pod
+# the network namespace goes with the last container, so the server itself must stay until the client has it all.
+SLOW_READ_BODY = {"prompt": "big", "n": 4, "size": "704x704", "num_inference_steps": 1, "guidance_scale": 0.0,
+                  "response_format": "b64_json"}
+SLOW_READ_ARGS = ("--max-image-size", "1024", "--max-images", "4", "--drain-timeout", "20")
+
+
+def _read_slowly_after_sigterm(srv, sock, bytes_per_s: float = 570_000) -> dict:
+    """Read the headers, SIGTERM the server, then read the rest at ``bytes_per_s``; note whether the server was
+    still running when the tail was read."""
+    sock.settimeout(40)
+    received = bytearray()
+    while b"\r\n\r\n" not in received:
+        chunk = sock.recv(65536)
+        assert chunk, "connection closed before the headers"
+        received += chunk
+    head, _, _ = bytes(received).partition(b"\r\n\r\n")
+    length = int(re.search(rb"(?i)content-length: (\d+)", head).group(1))
+    signalled = time.monotonic()
+    srv.proc.send_signal(signal.SIGTERM)
+    exited: list[float] = []
+    waiter = threading.Thread(target=lambda: srv.proc.wait(60) is not None and exited.append(time.monotonic()))
+    waiter.start()
+    alive_for_tail = None
+    header_len = len(head) + 4
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        received += chunk
+        if alive_for_tail is None and len(received) - header_len >= length - (1 << 20):
+            alive_for_tail = srv.proc.poll() is None  # the last MiB is still on its way
+        time.sleep(len(chunk) / bytes_per_s)
+    sock.close()
+    waiter.join(60)
+    return {"head": head, "body": bytes(received)[header_len:], "length": length, "alive_for_tail": alive_for_tail,
+            "exit_s": exited[0] - signalled if exited else None, "returncode": srv.proc.returncode}
+
+
+def _assert_complete(result: dict, srv) -> None:
+    assert result["length"] > 6_000_000, result["length"]
+    assert len(result["body"]) == result["length"], (len(result["body"]), result["length"], srv.log_text()[-2000:])
+    data = json.loads(result["body"])["data"]
+    assert len(data) == 4 and all(base64.b64decode(item["b64_json"]) for item in data)
+    assert result["alive_for_tail"] is True, "the server had exited while the response's last MiB was unsent"
+    assert result["returncode"] == 0
+    assert result["exit_s"] is not None and result["exit_s"] < 20 + 1 + 0.5
+
+
 def test_drain_lets_a_slow_reader_finish_its_response(tiny_model, tmp_path):
     (tmp_path / "key").write_text(KEY)
-    srv = LiveServer(tiny_model, tmp_path / "server.log", "--max-image-size", "512", "--max-images", "4",
-                     "--drain-timeout", "12", env={"SERVING_API_KEY_FILE": str(tmp_path / "key")}).wait_ready()
+    srv = LiveServer(tiny_model, tmp_path / "server.log", *SLOW_READ_ARGS,
+                     env={"SERVING_API_KEY_FILE": str(tmp_path / "key")}).wait_ready()
     try:
-        sock = raw_post(srv, {"prompt": "big", "n": 4, "size": "512x512", "num_inference_steps": 1,
-                              "guidance_scale": 0.0}, path="/v1/images/generations", rcvbuf=16384)
-        sock.settimeout(30)
-        received = bytearray(sock.recv(1))  # the response has started
+        sock = raw_post(srv, SLOW_READ_BODY, path="/v1/images/generations", rcvbuf=65536)
+        _assert_complete(_read_slowly_after_sigterm(srv, sock), srv)
+    finally:
+        srv.stop()
+
+
+def test_drain_lets_a_slow_tls_reader_finish_its_response(tiny_model, tmp_path):
+    """The pods serve TLS: the unsent tail then sits below the TLS layer, in the socket transport under it."""
+    import ssl
+
+    from tests.serving.test_tls import SERVER_NAME, TLSLiveServer
+    from serving.api.devcerts import write_local_pki
+
+    pki = write_local_pki(tmp_path / "pki", SERVER_NAME)
+    (tmp_path / "key").write_text(KEY)
+    srv = TLSLiveServer(tiny_model, tmp_path / "server.log", pki["ca"], *SLOW_READ_ARGS,
+                        "--api-key-file", str(tmp_path / "key"), "--tls-cert-file", str(pki["cert"]),
+                        "--tls-key-file", str(pki["key"])).wait_ready()
+    try:
+        raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        raw.connect(("127.0.0.1", srv.port))
+        sock = ssl.create_default_context(cafile=str(pki["ca"])).wrap_socket(raw, server_hostname=SERVER_NAME)
+        data = json.dumps(SLOW_READ_BODY).encode()
+        sock.sendall((f"POST /v1/images/generations HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+                      f"Authorization: Bearer {KEY}\r\nContent-Length: {len(data)}\r\n\r\n").encode() + data)
+        _assert_complete(_read_slowly_after_sigterm(srv, sock), srv)
+    finally:
+        srv.stop()
+
+
+def test_drain_cuts_a_reader_still_unfinished_at_the_deadline(tiny_model, tmp_path):
+    (tmp_path / "key").write_text(KEY)
+    srv = LiveServer(tiny_model, tmp_path / "server.log", "--max-image-size", "1024", "--max-images", "4",
+                     "--drain-timeout", "3", env={"SERVING_API_KEY_FILE": str(tmp_path / "key")}).wait_ready()
+    try:
+        sock = raw_post(srv, SLOW_READ_BODY, path="/v1/images/generations", rcvbuf=65536)
+        sock.settimeout(40)
+        assert sock.recv(1)  # the response has started; this reader then stops reading
         signalled = time.monotonic()
         srv.proc.send_signal(signal.SIGTERM)
-        exited: list[float] = []
-        waiter = threading.Thread(target=lambda: srv.proc.wait(30) is not None and exited.append(time.monotonic()))
-        waiter.start()
-        while True:  # ~600 KB/s: several seconds for the ~3.6 MB answer
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            received += chunk
-            time.sleep(0.1)
+        assert srv.proc.wait(10) == 0
+        assert time.monotonic() - signalled < 3 + 1 + 0.5
+        assert any(e.get("msg", "").startswith("drain timeout") for e in srv.log_entries()), srv.log_text()[-2000:]
         sock.close()
-        head, _, body = bytes(received).partition(b"\r\n\r\n")
-        length = int(re.search(rb"(?i)content-length: (\d+)", head).group(1))
-        assert length > 3_000_000 and len(body) == length, (len(body), length)
-        assert len(json.loads(body)["data"]) == 4 and base64.b64decode(json.loads(body)["data"][0]["b64_json"])
-        waiter.join(30)
-        assert srv.proc.returncode == 0
-        assert exited[0] - signalled < 12 + 1 + 0.5
     finally:
         srv.stop()
 

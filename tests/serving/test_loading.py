@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from serving import deviceinit, loading
+from serving.model import deviceinit, loading
 
 
 @pytest.fixture

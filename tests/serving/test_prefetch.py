@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from serving.prefetch import available_memory_bytes, prefetch, start_prefetch, weight_files
+from serving.model.prefetch import available_memory_bytes, prefetch, start_prefetch, weight_files
 
 
 def _write(path: Path, size: int) -> None:

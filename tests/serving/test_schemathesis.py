@@ -17,7 +17,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from serving.api import create_app
+from serving.api.app import create_app
 from tests.serving.conftest import make_state
 
 KEY = "schema-key"

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from serving.modelconfig import ModelConfigError, model_defaults, read_hints
-from serving.settings import Settings, SettingsError, add_serve_arguments, settings_from
+from serving.model.config import ModelConfigError, model_defaults, read_hints
+from serving.core.settings import Settings, SettingsError, add_serve_arguments, settings_from
 
 
 def parse(argv: list[str], env: dict[str, str] | None = None) -> Settings:
@@ -154,9 +154,9 @@ def test_bench_subcommand_delegates_its_arguments(monkeypatch):
     from serving import __main__ as cli
 
     seen = {}
-    fake_bench = types.ModuleType("serving.bench")
+    fake_bench = types.ModuleType("loadtest.bench")
     fake_bench.main = lambda argv: seen.setdefault("bench", argv) and 0
-    monkeypatch.setitem(sys.modules, "serving.bench", fake_bench)
+    monkeypatch.setitem(sys.modules, "loadtest.bench", fake_bench)
     assert cli.main(["bench", "--url", "http://127.0.0.1:1", "--count", "3"]) == 0
     assert seen == {"bench": ["--url", "http://127.0.0.1:1", "--count", "3"]}
 

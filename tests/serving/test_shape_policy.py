@@ -9,11 +9,11 @@ import torch
 from torch._dynamo.utils import counters
 
 from serving.backends.base import DiffusersBackend, GenerationParams
-from serving.backends.cuda import CudaBackend
-from serving.loading import load_pipeline
-from serving.modelconfig import ModelDefaults
-from serving.optimize import CudaOptions, optimize_pipeline
-from serving.shapes import EAGER, RECORD, ShapePolicy, request_key, warmed_keys
+from serving.backends.cuda.backend import CudaBackend
+from serving.model.loading import load_pipeline
+from serving.model.config import ModelDefaults
+from serving.backends.cuda.optimize import CudaOptions, optimize_pipeline
+from serving.backends.cuda.shapes import EAGER, RECORD, ShapePolicy, request_key, warmed_keys
 
 pytestmark = pytest.mark.server_set_only
 
@@ -152,7 +152,7 @@ def test_the_stance_keeps_an_unpredicted_guard_failure_from_compiling(eager_dyna
     policy = ShapePolicy()
     linear = Small()
     linear.compile(fullgraph=True, dynamic=False)
-    from serving.shapes import gate_module
+    from serving.backends.cuda.shapes import gate_module
 
     gate_module(policy, "linear", linear)
     with torch.inference_mode():
@@ -208,8 +208,8 @@ def test_library_default_compiles_on_demand(tiny_model, eager_dynamo):
 
 
 def test_compile_cache_key_covers_the_warmed_shapes_and_options(warmed, tmp_path):
-    from serving.backends.cuda import compile_cache
-    from serving.settings import Settings
+    from serving.backends.cuda.backend import compile_cache
+    from serving.core.settings import Settings
 
     backend, _ = warmed
     settings = Settings(model="m", device="cuda", compile=True, compile_cache_dir=str(tmp_path), max_images=2)

@@ -39,7 +39,7 @@ def b64(data: bytes) -> str:
 
 @pytest.fixture(scope="module")
 def taesd(tmp_path_factory):
-    from serving.tiny import write_tiny_taesd
+    from serving.model.tiny import write_tiny_taesd
 
     return write_tiny_taesd(tmp_path_factory.mktemp("taesd") / "taesd")
 
@@ -290,7 +290,7 @@ def test_rest_requests_are_served_while_a_stream_runs(server):
 
 
 def test_stream_load_client(server, tmp_path, capsys):
-    from serving import bench
+    from loadtest import bench
 
     out, plot = tmp_path / "stream.json", tmp_path / "stream.png"
     argv = ["--stream", "--url", server.url, "--api-key", KEY, "--frames", "4", "--size", "64x64", "--steps", "2",

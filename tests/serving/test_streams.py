@@ -5,8 +5,8 @@ from types import SimpleNamespace
 
 from prometheus_client import CollectorRegistry
 
-from serving.settings import Settings
-from serving.streams import StreamHub
+from serving.core.settings import Settings
+from serving.stream.hub import StreamHub
 
 
 def hub(tmp_path, **overrides) -> StreamHub:

@@ -24,8 +24,8 @@ import pytest
 from cryptography import x509
 from PIL import Image
 
-from serving.devcerts import issue_server_cert, make_ca, write_pair
-from serving.tls import spki_pin
+from serving.api.devcerts import issue_server_cert, make_ca, write_pair
+from serving.api.tls import spki_pin
 from tests.serving.conftest import REPO_ROOT, LiveServer
 
 SERVER_NAME = "inference.edge-diffusion.internal"
@@ -276,11 +276,11 @@ def test_websocket_stream_over_wss(server):
 def test_inventory_publishes_https_urls_server_name_and_ca_pin(pki, tmp_path):
     from fastapi.testclient import TestClient
 
-    from serving.api import create_app
-    from serving.inventory import endpoints_from_objects
-    from serving.server import build_state
-    from serving.settings import Settings
-    from serving.tls import ServerTLS
+    from serving.api.app import create_app
+    from serving.fleet.inventory import endpoints_from_objects
+    from serving.runtime.server import build_state
+    from serving.core.settings import Settings
+    from serving.api.tls import ServerTLS
 
     node = {"metadata": {"name": "n1", "labels": {"topology.kubernetes.io/zone": "us-west-2-lax-1a"}},
             "status": {"addresses": [{"type": "ExternalIP", "address": "198.51.100.7"}],
@@ -393,7 +393,7 @@ def test_playground_in_chromium_over_https(server, pki, tmp_path):
 
 
 def test_tls_name_settings_are_dns_names():
-    from serving.settings import Settings, SettingsError
+    from serving.core.settings import Settings, SettingsError
 
     with pytest.raises(SettingsError, match=r"--tls-server-name \(env SERVING_TLS_SERVER_NAME\): must be a DNS name"):
         Settings(model="m", tls_cert_file="c", tls_key_file="k", tls_server_name="Bad_Name")

@@ -7,10 +7,10 @@ import threading
 import pytest
 
 from serving.backends.base import Backend
-from serving.engine import Engine
-from serving.modelconfig import ModelDefaults
-from serving.server import build_state, load_model
-from serving.settings import Settings
+from serving.engine.scheduler import Engine
+from serving.model.config import ModelDefaults
+from serving.runtime.server import build_state, load_model
+from serving.core.settings import Settings
 
 
 class ThreadRecording(Backend):
@@ -59,7 +59,7 @@ def test_warmup_runs_on_the_request_thread_and_ready_comes_after():
 
 
 def test_shutdown_cancels_a_running_warmup():
-    from serving.errors import GenerationCancelled
+    from serving.core.errors import GenerationCancelled
 
     engine = Engine(None, 1, 0, 5.0)
     started = threading.Event()

@@ -92,7 +92,7 @@ def test_modules_compiled_at_run_time_are_found():
         "# /usr/lib/python3.11/__pycache__/os.cpython-311.pyc matches /usr/lib/python3.11/os.py",
         "# code object from '/usr/lib/python3.11/__pycache__/os.cpython-311.pyc'",
         "# code object from '/app/serving/settings.py'",
-        "# bytecode is stale for 'serving.settings'",
+        "# bytecode is stale for 'serving.core.settings'",
         '{"level": "info", "msg": "ready"}',
         "# code object from '/app/serving/settings.py'",
         # Once logging is configured, the server's JSON logger carries what the interpreter writes to stderr.

@@ -1,0 +1,140 @@
+"""The stream registry: --max-streams, stream metrics, the load signal's stream term, warm-up and drain."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+from prometheus_client import Counter, Gauge, Histogram
+
+log = logging.getLogger("serving.stream")
+
+#: Sub-directory of the model directory holding the stream's AutoencoderTiny when --stream-vae is not given.
+STREAM_VAE_DIR = "stream_vae"
+
+# Seconds; a frame on a GPU is milliseconds, on the CPU tiny model tens of milliseconds.
+FRAME_BUCKETS = (0.002, 0.005, 0.01, 0.015, 0.025, 0.033, 0.05, 0.075, 0.1, 0.25, 0.5, 1, 2.5)
+
+
+class StreamMetrics:
+    def __init__(self, registry, active: Callable[[], int]):
+        Gauge("edge_diffusion_streams_active", "Open WebSocket frame streams", registry=registry).set_function(active)
+        self.frames = Counter("edge_diffusion_stream_frames_processed", "Stream frames answered with an image",
+                              registry=registry)
+        self.dropped = Counter("edge_diffusion_stream_frames_dropped",
+                               "Stream frames replaced by a newer frame before processing (latest frame wins)",
+                               registry=registry)
+        self.latency = Histogram("edge_diffusion_stream_frame_seconds",
+                                 "Per-frame latency: frame received to output sent", buckets=FRAME_BUCKETS,
+                                 registry=registry)
+        self.prepared = Counter("edge_diffusion_stream_configs_prepared",
+                                "Stream configs prepared (prompt encoded, noise and schedule set up): once per "
+                                "config and frame size, never per frame", registry=registry)
+        self.refused = Counter("edge_diffusion_stream_refused", "Stream upgrades refused, by reason", ("reason",),
+                               registry=registry)
+
+
+class StreamHub:
+    """Open streams of one server. Every method runs on the event loop, except the runner's frames."""
+
+    def __init__(self, settings, engine, registry=None):
+        self.settings = settings
+        self.engine = engine
+        self.sessions: set = set()
+        self.frames_in_engine = 0
+        self.draining = False
+        self.metrics = StreamMetrics(registry, lambda: len(self.sessions)) if registry is not None else None
+        self._runner = None
+        self._runner_lock = threading.Lock()
+
+    # -- admission -----------------------------------------------------------------------------------------
+    def try_open(self, session) -> bool:
+        if self.draining or len(self.sessions) >= self.settings.max_streams:
+            return False
+        self.sessions.add(session)
+        return True
+
+    def closed(self, session) -> None:
+        self.sessions.discard(session)
+
+    def load_snapshot(self, base: dict) -> dict:
+        """The engine's load with each open stream counted as one busy slot.
+
+        A stream is continuous demand for one slot, so a pod full of streams must read as loaded even between
+        frames; the stream's own frame in the engine is subtracted so it is not counted twice.
+        """
+        streams = len(self.sessions)
+        demand = base["in_flight"] + base["queue_depth"] - self.frames_in_engine + streams
+        return {**base, "streams": streams, "load": max(demand, 0) / self.engine.max_concurrency}
+
+    # -- frames --------------------------------------------------------------------------------------------
+    def runner(self) -> Any:
+        """The FrameRunner on the loaded backend's pipeline (built on first use, on a worker thread)."""
+        if self._runner is None:
+            with self._runner_lock:
+                if self._runner is None:
+                    from serving.stream.frames import FrameRunner, load_stream_vae
+
+                    pipe = self.engine.backend.pipe
+                    path = self.stream_vae_path()
+                    vae = load_stream_vae(path, pipe) if path else None
+                    self._runner = FrameRunner(pipe, vae, cuda_graphs=not self.settings.stream_eager)
+                    log.info("stream runner", extra={"fields": {"vae": type(self._runner.vae).__name__,
+                                                                "cuda_graphs": self._runner.cuda_graphs}})
+        return self._runner
+
+    def stream_vae_path(self) -> str | None:
+        """--stream-vae, else the model directory's stream_vae/ (where the image's weights stage puts TAESD)."""
+        if self.settings.stream_vae:
+            return self.settings.stream_vae
+        bundled = Path(self.settings.model) / STREAM_VAE_DIR
+        return str(bundled) if (bundled / "config.json").is_file() else None
+
+    def start(self, backend) -> None:
+        """Build the runner now when streams are enabled and the backend can run them (model-load thread)."""
+        if self.settings.max_streams and backend.supports_img2img and getattr(backend, "pipe", None) is not None:
+            self.runner()
+
+    def warmup(self, defaults) -> None:
+        """Run (and on cuda capture) the stream's shape once, on the calling (model-load) thread: --stream-warmup-size,
+        or on cuda the model's default size."""
+        from PIL import Image
+
+        from serving.stream.frames import FrameConfig
+
+        if self._runner is None:
+            return
+        shape = self.settings.stream_warmup_shape
+        if shape is None and self._runner.cuda_graphs:
+            # On cuda the first frame of a shape captures its graph; the model's default size is the one to expect.
+            shape = (defaults.width, defaults.height)
+        if shape is None:
+            return
+        width, height = shape
+        steps = max(defaults.steps, 2)
+        config = FrameConfig(prompt="warm-up", strength=0.5, steps=steps, guidance_scale=defaults.guidance_scale,
+                             seed=0)
+        runner = self.runner()
+        prepared = runner.prepare(config, width, height)
+        runner.run(prepared, Image.new("RGB", (width, height), (127, 127, 127)), threading.Event())
+
+    # -- lifecycle -----------------------------------------------------------------------------------------
+    async def drain(self, timeout: float) -> bool:
+        """Close every stream with 1001 after its frame in progress; True when all closed within ``timeout``."""
+        self.draining = True
+        sessions = list(self.sessions)
+        if not sessions:
+            return True
+        log.info("closing streams", extra={"fields": {"streams": len(sessions)}})
+        for session in sessions:
+            session.shutdown()
+        done, pending = await asyncio.wait([asyncio.ensure_future(s.finished.wait()) for s in sessions],
+                                           timeout=timeout)
+        for session in sessions:
+            if not session.finished.is_set():
+                await session.close_now(1001, "server shutting down")
+        for task in pending:
+            task.cancel()
+        return not pending
