@@ -46,7 +46,7 @@ KARPENTER_METRICS_PORT_NAME = "http-metrics"
 #: unknown paths are dropped at the collector so they neither cost money nor dilute rates and 5xx shares.
 USER_ROUTES = ("generate", "openai", "edits", "endpoints")
 DROPPED_ROUTES = ("healthz", "readyz", "playground", "static", "openapi", "other")
-#: The 5xx statuses the server answers with (serving.errors and the gateway): 500, 503 and 504.
+#: The 5xx statuses the server answers with (serving.core.errors and the gateway): 500, 503 and 504.
 SERVER_ERROR_STATUSES = ("500", "503", "504")
 #: Statuses shown as refusals on the dashboard: auth, body limit, queue full, not ready/draining.
 REFUSAL_STATUSES = ("401", "413", "429", "503")

@@ -59,6 +59,7 @@ def build_state(settings: Settings, api_key: str | None = None) -> ServerState:
     state.metrics = Metrics(lambda: state.streams.load_snapshot(engine.load_snapshot()), lambda: state.ready,
                             registry=registry)
     engine.on_queue_wait = state.metrics.queue_wait.observe
+    engine.on_accelerator_error = lambda kind: state.metrics.accelerator_errors.labels(kind).inc()
     if settings.inventory_service:
         from serving.fleet.inventory import InventoryError, KubernetesInventory
 
@@ -192,6 +193,8 @@ async def serve(state: ServerState) -> int:
     makes the public port HTTPS-only."""
     settings = state.settings
     tls = state.tls
+    if tls is not None:
+        state.metrics.watch_certificate(tls)
     from serving.api.app import create_app
 
     common = dict(log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=EXIT_MARGIN_S,
