@@ -15,7 +15,8 @@ TLS ?=
 TLS_DIR := .cache/tls
 TLS_SERVER_NAME := inference.edge-diffusion.internal
 
-.PHONY: setup synth test serve bench browser clean schema crd-imports image image-test image-cache image-tools preflight
+.PHONY: setup synth test serve bench browser clean schema crd-imports image image-test image-cache image-tools \
+        dashboard-preview preflight
 
 setup: $(VENV)/.installed .venv-checkov/.installed node_modules/.installed browser
 
@@ -70,6 +71,10 @@ synth: $(VENV)/.installed node_modules/.installed
 PREFLIGHT_ARGS ?=
 preflight: $(VENV)/.installed
 	$(PY) -m tools.preflight $(PREFLIGHT_ARGS)
+
+# The serving dashboard's layout (from the synthesized OperationsStack) drawn with the latest benchmarks/results/ data.
+dashboard-preview: $(VENV)/.installed node_modules/.installed
+	$(PY) -m tools.dashboard_preview
 
 # The config's JSON Schema and the field table in docs/cluster.md come from the edge_config models.
 schema: $(VENV)/.installed
