@@ -61,10 +61,11 @@ class ServingAlarms(Construct):
                                           "500/503/504 in the last 5 minutes (probes excluded).")
             ready = sm("Ready", zone, period, statistic="Maximum")
             self._alarm(f"NoReadyEndpoint-{zi}", ready, f"{cluster} {lz.name}: no ready endpoint",
-                        threshold=1, comparison=cw.ComparisonOperator.LESS_THAN_THRESHOLD, periods=3, breaching=3,
+                        # 3 of 5: one late or jittered scrape (a minute without a sample) must not page.
+                        threshold=1, comparison=cw.ComparisonOperator.LESS_THAN_THRESHOLD, periods=5, breaching=3,
                         missing=cw.TreatMissingData.BREACHING,
-                        what=f"No pod in {lz.name} reported ready for 3 minutes (or none reported at all): devices "
-                             "there are served from farther away, or not at all.")
+                        what=f"No pod in {lz.name} reported ready in 3 of the last 5 minutes (or none reported at "
+                             "all): devices there are served from farther away, or not at all.")
             failures = sm("AcceleratorErrors", zone, cdk.Duration.minutes(15))
             self._alarm(f"AcceleratorErrors-{zi}", failures, f"{cluster} {lz.name}: repeated accelerator errors",
                         threshold=settings.accelerator_errors, periods=1, breaching=1,

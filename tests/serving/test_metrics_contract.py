@@ -25,8 +25,8 @@ TARGET = {"__meta_kubernetes_namespace": "inference", "__meta_kubernetes_pod_con
 
 
 @pytest.fixture(scope="module")
-def exposition(tiny_model, tmp_path_factory) -> str:
-    """/metrics of a TLS server after a generation, a probe, a 404 and a refused stream."""
+def server(tiny_model, tmp_path_factory):
+    """A TLS server (so the certificate gauge exists) and the CA that signed its leaf."""
     tmp = tmp_path_factory.mktemp("metrics-contract")
     ca = make_ca()
     (tmp / "ca.crt").write_bytes(ca.cert_pem())
@@ -34,15 +34,21 @@ def exposition(tiny_model, tmp_path_factory) -> str:
     srv = TLSLiveServer(tiny_model, tmp / "server.log", tmp / "ca.crt", "--tls-cert-file", str(tmp / "tls.crt"),
                         "--tls-key-file", str(tmp / "tls.key"), "--max-steps", "4")
     try:
-        srv.wait_ready()
-        with srv.client(timeout=60) as client:
-            assert client.post("/v1/images/generations", json={"prompt": "a", "size": "64x64",
-                                                               "response_format": "b64_json"}).status_code == 200
-            assert client.get("/healthz").status_code == 200
-            assert client.get("/no-such-path").status_code == 404
-        return httpx.get(srv.metrics_url + "/metrics", timeout=10).text
+        yield srv.wait_ready(), ca, tmp
     finally:
         assert srv.stop() == 0, srv.log_text()
+
+
+@pytest.fixture(scope="module")
+def exposition(server) -> str:
+    """/metrics after a generation, a probe and a 404."""
+    srv, _, _ = server
+    with srv.client(timeout=60) as client:
+        assert client.post("/v1/images/generations", json={"prompt": "a", "size": "64x64",
+                                                           "response_format": "b64_json"}).status_code == 200
+        assert client.get("/healthz").status_code == 200
+        assert client.get("/no-such-path").status_code == 404
+    return httpx.get(srv.metrics_url + "/metrics", timeout=10).text
 
 
 @pytest.fixture(scope="module")
@@ -151,3 +157,14 @@ def test_the_collector_publishes_every_dimension_set_from_a_live_server(samples)
     assert by_name["Ready"][0][obs.ACCELERATOR] == "nvidia"
     # Probes and unknown paths never reach CloudWatch.
     assert {s[obs.ROUTE] for s in by_name["RequestCount"]} == {"openai"}
+
+
+def test_certificate_expiry_follows_a_renewed_certificate(server, exposition):
+    """cert-manager rewrites the mounted files; the next scrape reports the new leaf, before any handshake."""
+    srv, ca, tmp = server
+    write_pair(issue_server_cert(ca, [SERVER_NAME], days=30), tmp / "tls.crt", tmp / "tls.key")
+    text = httpx.get(srv.metrics_url + "/metrics", timeout=10).text
+    (value,) = [s.value for f in text_string_to_metric_families(text) for s in f.samples
+                if s.name == "edge_diffusion_tls_certificate_expiry_seconds"]
+    assert 30 * 86400 - 600 < value <= 30 * 86400
+    assert "tls certificate reloaded" in srv.log_text()
