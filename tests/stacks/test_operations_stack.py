@@ -183,16 +183,5 @@ def test_pipeline_rules_watch_the_pipeline_object(template, templates):
         assert "ImagePipelineStack" in json.dumps(resource)
 
 
-def test_a_zone_slo_must_be_a_histogram_bound():
-    from edge_config import ConfigError
-
-    with pytest.raises(ConfigError, match=r"edge\.observability\.p99_latency_slo_s.*not a bound"):
-        load_config({**DEFAULT_CONTEXT, "edge.observability.p99_latency_slo_s": 7})
-    with pytest.raises(ConfigError, match=r"zone_p99_latency_slo_s.*not one of edge.local_zones"):
-        load_config({**DEFAULT_CONTEXT, "edge.observability.zone_p99_latency_slo_s": {"us-west-2-den-1a": 5}})
-    ok = load_config({**DEFAULT_CONTEXT, "edge.observability.zone_p99_latency_slo_s": {"us-west-2-lax-1a": 5}})
-    assert ok.observability.slo_for("us-west-2-lax-1a") == 5.0
-
-
 def test_no_module_path_leaks_into_the_body(body):
     assert "Token[" not in json.dumps(body)
