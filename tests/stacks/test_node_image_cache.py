@@ -133,3 +133,56 @@ def test_attached_nodes_read_the_recorded_snapshot_at_deploy():
     (name,) = [p["Ref"] for p in parameters.values()]
     rendered = assertions.Template.from_stack(stack).to_json()
     assert rendered["Parameters"][name] == {"Type": "AWS::SSM::Parameter::Value<String>", "Default": PARAMETER}
+
+
+def test_the_builder_watchdog_starts_before_any_call_that_can_hang():
+    script = node_image_cache.BUILDER_SCRIPT
+    watchdog = script.index("( sleep 3600; fail ) &")
+    body = script.index("\n}\n", script.index("fail() {"))
+    # fail() looks its instance up itself, so the watchdog needs nothing the metadata calls return.
+    assert script.index("fail() {") < watchdog and "imds instance-id" in script[script.index("fail() {"):body]
+    for call in ("\ninstance=$(imds instance-id)", "\nimages=$(imds", "wait_ebs_device \"$instance\"", "ctr "):
+        assert watchdog < script.index(call), call
+
+
+def test_every_wait_is_bounded_and_ends_at_terminate(pipeline_template):
+    definition = _definition(pipeline_template)
+    states = definition["States"]
+    assert states["WaitForBuilder"]["Next"] == "CountBuilderPoll" and states["CountBuilderPoll"]["Next"] == "Describe"
+    assert states["WaitForSnapshot"]["Next"] == "CountSnapshotPoll"
+    assert states["CountSnapshotPoll"]["Next"] == "SnapshotState"
+    for choice, counter, limit in (("Pulled?", "$.builderPolls.value", node_image_cache.MAX_BUILDER_POLLS),
+                                   ("Snapshot complete?", "$.snapshotPolls.value",
+                                    node_image_cache.MAX_SNAPSHOT_POLLS)):
+        (bound,) = [c for c in states[choice]["Choices"] if c.get("Variable") == counter]
+        assert bound == {"Variable": counter, "NumericGreaterThanEquals": limit, "Next": "TerminateAfterFailure"}
+    # The counters start at 0 right before each loop and count up by one per poll.
+    assert states["Launch"]["Next"] == "StartBuilderPolls" and states["StartBuilderPolls"]["Parameters"] == {
+        "value": 0}
+    assert states["CountBuilderPoll"]["Parameters"] == {"value.$": "States.MathAdd($.builderPolls.value, 1)"}
+    # Both loops together, with every task retried to the end, stay inside the uncatchable timeout.
+    poll = node_image_cache.POLL.to_seconds()
+    retries = sum(2 * 2 ** i for i in range(6)) * 8  # the backoff of every SDK state, at its worst
+    worst = (node_image_cache.MAX_BUILDER_POLLS + node_image_cache.MAX_SNAPSHOT_POLLS) * poll + retries
+    assert worst < definition["TimeoutSeconds"]
+    # The builder's own watchdog fires before the state machine gives up on it.
+    assert 3600 < node_image_cache.MAX_BUILDER_POLLS * poll
+
+
+def test_every_sdk_task_retries_throttling(pipeline_template):
+    tasks = {name: state for name, state in _definition(pipeline_template)["States"].items()
+             if state["Type"] == "Task"}
+    assert {"Launch", "Describe", "Snapshot", "SnapshotState", "Record", "Terminate",
+            "TerminateAfterFailure"} == set(tasks)
+    for name, state in tasks.items():
+        (retry,) = state["Retry"]
+        assert retry["ErrorEquals"] == ["States.TaskFailed"] and retry["MaxAttempts"] >= 3, name
+        assert retry["BackoffRate"] > 1, name
+
+
+def test_the_builder_may_look_up_its_volume_ids(pipeline_template):
+    statements = _statements(pipeline_template, "NodeImageCacheBuilderRole")
+    (describe,) = [s for s in statements if "ec2:describevolumes" in _actions(s)]
+    # Merged by CDK with ecr:GetAuthorizationToken, the other call without resource-level permissions.
+    assert set(_actions(describe)) <= {"ec2:describevolumes", "ecr:getauthorizationtoken"}
+    assert describe["Resource"] == "*" and "Condition" not in describe
