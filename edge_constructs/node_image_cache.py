@@ -16,7 +16,6 @@ from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecr as ecr
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
-from aws_cdk import aws_ssm as ssm
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
@@ -30,6 +29,9 @@ from edge_constructs.nag import acknowledge
 ROLE_TAG = "edge-diffusion:role"
 ROLE_VALUE = "node-image-cache-builder"
 IMAGES_TAG = "edge-diffusion:cache-images"
+# The tag value CreateSnapshot puts on every cache snapshot; the cluster accepts only snapshots carrying it
+# (node_image_cache_guard.py).
+SNAPSHOT_ROLE_VALUE = "node-image-cache"
 POLL = cdk.Duration.seconds(30)
 # Bounded waits, so every path ends at a terminate step well inside the state machine's timeout (which no Catch
 # can handle): the builder's own watchdog fires at 60 min, the wait gives up at 70; a snapshot gets 60 min.
@@ -45,15 +47,6 @@ def builder_ami_parameter(kubernetes_version: str, ami_alias: str) -> str:
     release = ami_alias.split("@", 1)[1]
     return (f"/aws/service/eks/optimized-ami/{kubernetes_version}/amazon-linux-2023/x86_64/standard/"
             f"amazon-eks-node-al2023-x86_64-standard-{kubernetes_version}-{release}/image_id")
-
-
-def image_cache_snapshot_id(scope: Construct, config: EdgeConfig) -> str | None:
-    """The snapshot id the pipeline recorded last, resolved by CloudFormation at each stack update; None when the
-    nodes do not use the cache. A deploy after a publish picks up the newer snapshot, and Karpenter drifts the
-    Local Zone nodes onto it."""
-    if not config.node_image_cache.attach_to_nodes:
-        return None
-    return ssm.StringParameter.value_for_string_parameter(scope, config.image_cache_parameter_name)
 
 
 BUILDER_SCRIPT = r"""#!/bin/bash
@@ -193,7 +186,7 @@ class NodeImageCacheBuilder(Construct):
             "VolumeId.$": "States.ArrayGetItem($.status.volumes, 0)",
             "Description": "edge-diffusion node image cache (containerd store with the serving images)",
             "TagSpecifications": [{"ResourceType": "snapshot", "Tags": [
-                {"Key": ROLE_TAG, "Value": "node-image-cache"}, {"Key": IMAGES_TAG, "Value.$": "$.images"}]}],
+                {"Key": ROLE_TAG, "Value": SNAPSHOT_ROLE_VALUE}, {"Key": IMAGES_TAG, "Value.$": "$.images"}]}],
         }, [arn("volume"), arn("snapshot", account=False)], result_selector={"id.$": "$.SnapshotId"},
             result_path="$.snapshot")
         snapshot_state = self._call("SnapshotState", "describeSnapshots",
