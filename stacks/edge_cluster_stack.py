@@ -22,6 +22,7 @@ from edge_constructs.karpenter import Karpenter
 from edge_constructs.karpenter_teardown import KarpenterNodeTeardown
 from edge_constructs.nag import acknowledge
 from edge_constructs.node_image_cache_guard import image_cache_snapshot_id
+from edge_constructs.peer_image_mirror import PeerImageMirror
 
 
 class EdgeClusterStack(cdk.Stack):
@@ -65,6 +66,11 @@ class EdgeClusterStack(cdk.Stack):
             after=[self.nodepools, self.karpenter.chart],
             acme=config.tls.acme if config.tls.mode == "acme" else None, dns_owner_id=config.cluster_name,
         )
+
+        # In-zone peer pulls for the Local Zone nodes (their containerd settings come with the EC2NodeClasses).
+        self.peer_image_mirror = PeerImageMirror(
+            self, "PeerImageMirror", cluster=self.cluster, local_zones=[lz.name for lz in config.local_zones],
+            after=[self.edge_cluster.system_nodegroup, self.addons.coredns])
 
         cdk.CfnOutput(self, "ClusterName", value=self.cluster.cluster_name)
         cdk.CfnOutput(self, "NodeSecurityGroupId", value=self.node_security_group.security_group_id)
