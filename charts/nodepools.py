@@ -34,9 +34,8 @@ DEVICE_RESOURCES = {"nvidia": "nvidia.com/gpu", "neuron": "aws.amazon.com/neuron
 # Families the parent region offers for the fallback pools. No g5g: its T4G (sm_75) has no kernels in the arm64
 # cu130 torch build (versions.TORCH_CUDA_ARCHS), so a CUDA pod there could start but not run.
 REGION_FAMILIES = {"nvidia": ("g6", "g5", "g4dn"), "neuron": ("inf2",)}
-# Families whose every size carries local NVMe SSDs (AWS "Instance store volumes" table, accelerated computing:
-# g4dn 125 GB-1.8 TB, g5 250 GB-7.6 TB, g6 250 GB-7.52 TB, g6e 250 GB-7.6 TB, gr6 600 GB-1.9 TB); g5g and inf2 are
-# EBS-only. Source: docs.aws.amazon.com/ec2/latest/instancetypes/ac.html#ac_instance-store.
+# Families whose every size carries local NVMe SSD instance store (the "Instance store specifications" table of
+# docs.aws.amazon.com/ec2/latest/instancetypes/ac.html); g5g and inf2 are EBS-only.
 NVME_INSTANCE_STORE_FAMILIES = frozenset({"g4dn", "g5", "g6", "g6e", "gr6"})
 LOCAL_ZONE_WEIGHT = 100
 REGION_WEIGHT = 10
