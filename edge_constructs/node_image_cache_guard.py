@@ -16,6 +16,7 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
+from charts.nodepools import node_classes
 from edge_config import EdgeConfig
 from edge_constructs.nag import acknowledge
 from edge_constructs.node_image_cache import ROLE_TAG, SNAPSHOT_ROLE_VALUE
@@ -27,10 +28,11 @@ SNAPSHOT_TAG = (ROLE_TAG, SNAPSHOT_ROLE_VALUE)
 
 
 def image_cache_snapshot_id(scope: Construct, config: EdgeConfig) -> str | None:
-    """The snapshot id the pipeline recorded last, verified at each stack update; None when the nodes do not use
-    the cache. A deploy after a publish picks up the newer snapshot, and Karpenter drifts the cached Local Zone
-    nodes onto it."""
-    if not config.node_image_cache.attach_to_nodes:
+    """The snapshot id the pipeline recorded last, verified at each stack update; None when no node uses the cache
+    (off, or every Local Zone class has instance store for containerd). A deploy after a publish picks up the
+    newer snapshot, and Karpenter drifts the cached Local Zone nodes onto it."""
+    if not config.node_image_cache.attach_to_nodes or all(
+            spec.instance_store for spec in node_classes(config) if spec.zone_type == "local-zone"):
         return None
     return NodeImageCacheSnapshotGuard(scope, "NodeImageCacheSnapshot",
                                        parameter_name=config.image_cache_parameter_name).snapshot_id

@@ -144,6 +144,13 @@ def test_nodes_mount_only_a_snapshot_the_guard_verified(cluster_template):
     assert json.dumps(classes).count("snapshotID") == 1
 
 
+def test_no_guard_and_no_parameter_where_no_class_takes_the_cache(cluster_template):
+    # The default zone offers g4dn and g5 only: containerd goes on their instance store, never on the cache.
+    template = cluster_template(node_image_cache__attach_to_nodes=True)
+    assert not [r for r in template["Resources"].values() if r["Type"] == node_image_cache_guard.RESOURCE_TYPE]
+    assert not any(p.get("Default") == PARAMETER for p in template.get("Parameters", {}).values())
+
+
 class FakeEc2:
     def __init__(self, snapshots: list[dict] | Exception):
         self.snapshots, self.calls = snapshots, []
