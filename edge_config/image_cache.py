@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import Field, StrictBool
+from pydantic import Field, StrictBool, model_validator
 
-from edge_config.errors import Hint
+from edge_config.errors import FieldProblem, Hint
 from edge_config.fields import Section
 
 
@@ -24,3 +24,13 @@ class NodeImageCacheConfig(Section):
         "c6in.4xlarge", pattern=r"^[a-z][a-z0-9-]*\.[a-z0-9]+$",
         description="x86_64 instance type that pulls the images in the parent region (network-bound).")
 
+
+    @model_validator(mode="before")
+    @classmethod
+    def _removed_fields(cls, data: object) -> object:
+        if isinstance(data, dict) and "volume_initialization_rate_mibps" in data:
+            raise FieldProblem("was removed: EBS offers no volume initialization rate in Local Zones, the only place "
+                               "the cache volume is attached, and a launch asking for one fails",
+                               "delete edge.node_image_cache.volume_initialization_rate_mibps",
+                               ("volume_initialization_rate_mibps",))
+        return data

@@ -64,6 +64,14 @@ def test_the_synth_rule_rejects_a_rate_in_a_local_zone_class(cfg):
         image_cache.check_local_zone_node_class(node_class)
 
 
+def test_the_removed_rate_field_is_refused_by_name():
+    from tests.test_edge_config import error_for
+
+    assert error_for(node_image_cache__volume_initialization_rate_mibps="300").startswith(
+        "edge.node_image_cache.volume_initialization_rate_mibps: was removed: EBS offers no volume initialization "
+        "rate in Local Zones")
+
+
 def test_instance_store_families_run_containerd_on_raid0(cfg):
     classes = _classes(nodepool_objects(cfg, node_role="role"))
     assert classes["lz-us-west-2-lax-1a"]["spec"]["instanceStorePolicy"] == "RAID0"
