@@ -32,6 +32,10 @@ NVIDIA_DEVICE_PLUGIN_CHART = ("https://nvidia.github.io/k8s-device-plugin", "nvi
 NEURON_CHART = ("oci://public.ecr.aws/neuron/neuron-helm-chart", "neuron-helm-chart", "1.5.0")
 VOLCANO_CHART = ("https://volcano-sh.github.io/helm-charts", "volcano", "1.15.1")
 KEDA_CHART = ("https://kedacore.github.io/charts", "keda", "2.20.2")
+# Spegel: the in-zone peer-to-peer image mirror (edge_constructs/peer_image_mirror.py, docs/cold-start.md). The
+# release publishes the chart as 0.7.4 (app v0.7.4); default values and template keys are vendored in
+# schemas/helm-values/spegel-0.7.4/. For an OCI chart the handler pulls `repository` and installs `chart`.
+SPEGEL_CHART = ("oci://ghcr.io/spegel-org/helm-charts/spegel", "spegel", "0.7.4")
 # cert-manager issues the device port's certificates (edge.tls). Upstream spells the chart version with a "v";
 # its CRDs (installed by the chart) and default values/schema are vendored at this tag (schemas/crds/,
 # schemas/helm-values/cert-manager-v1.21.1/).

@@ -22,7 +22,8 @@ from edge_constructs.karpenter import Karpenter
 from edge_constructs.karpenter_teardown import KarpenterNodeTeardown
 from edge_constructs.metrics_collection import MetricsCollection
 from edge_constructs.nag import acknowledge
-from edge_constructs.node_image_cache import image_cache_snapshot_id
+from edge_constructs.node_image_cache_guard import image_cache_snapshot_id
+from edge_constructs.peer_image_mirror import PeerImageMirror
 
 
 class EdgeClusterStack(cdk.Stack):
@@ -65,7 +66,13 @@ class EdgeClusterStack(cdk.Stack):
         self.karpenter_teardown = KarpenterNodeTeardown(
             self, "KarpenterTeardown", cluster_name=config.cluster_name, vpc=self.vpc,
             after=[self.nodepools, self.karpenter.chart],
+            acme=config.tls.acme if config.tls.mode == "acme" else None, dns_owner_id=config.cluster_name,
         )
+
+        # In-zone peer pulls for the Local Zone nodes (their containerd settings come with the EC2NodeClasses).
+        self.peer_image_mirror = PeerImageMirror(
+            self, "PeerImageMirror", cluster=self.cluster, local_zones=[lz.name for lz in config.local_zones],
+            after=[self.edge_cluster.system_nodegroup, self.addons.coredns])
 
         cdk.CfnOutput(self, "ClusterName", value=self.cluster.cluster_name)
         cdk.CfnOutput(self, "NodeSecurityGroupId", value=self.node_security_group.security_group_id)
@@ -78,6 +85,11 @@ class EdgeClusterStack(cdk.Stack):
             self.device_tls = DeviceTls(
                 self, "DeviceTls", config=config, cluster=self.cluster, node_selector=SYSTEM_NODE_SELECTOR,
                 after=[self.edge_cluster.system_nodegroup, self.addons.coredns, self.addons.pod_identity_agent])
+            if self.device_tls.node_dns is not None:
+                # On delete: external-dns stops, the nodes go, then their records (karpenter_teardown.py); the CAA
+                # record outlives them all.
+                self.device_tls.node_dns.node.add_dependency(self.karpenter_teardown.resource)
+                self.karpenter_teardown.resource.node.add_dependency(self.device_tls.caa.record)
         # The nvidia pods' shared compile cache (edge.workloads.cuda.compile_cache).
         self.compile_cache: CompileCacheBucket | None = None
         if "nvidia" in config.accelerators and config.workloads.cuda.s3_cache:
