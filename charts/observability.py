@@ -172,7 +172,7 @@ def _scrape_job(name: str, namespace: str, selector: dict[str, str], port_name: 
 def collector_config(*, cluster_name: str, region: str, namespace: str, scrape_interval_s: int) -> dict:
     """The OpenTelemetry Collector configuration (opentelemetry-collector-contrib, pinned in versions.py)."""
     # Selectors are Go regexps anchored with \z rather than $: the collector expands ${...} in its config.
-    counters = " or ".join(f'name == "{m.name}"' for m in METRICS if m.counter)
+    counters = " or ".join(f'metric.name == "{m.name}"' for m in METRICS if m.counter)
     declarations = [{"dimensions": [list(d) for d in m.dimension_sets],
                      "metric_name_selectors": [rf"^{m.name}\z"]} for m in METRICS]
     return {

@@ -89,7 +89,7 @@ def test_every_published_metric_has_a_declaration_and_counters_become_sums(confi
     assert declared == obs.dimension_sets()
     (statement,) = config["processors"]["transform/counters"]["metric_statements"][0]["statements"]
     for m in obs.METRICS:
-        assert (f'name == "{m.name}"' in statement) is m.counter, m.name
+        assert (f'metric.name == "{m.name}"' in statement) is m.counter, m.name
     assert config["service"]["pipelines"]["metrics"] == {
         "receivers": ["prometheus"], "processors": ["memory_limiter", "transform/counters", "batch"],
         "exporters": ["awsemf"]}
