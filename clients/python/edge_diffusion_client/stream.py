@@ -75,6 +75,7 @@ class StreamSession:
         self._ws = None
         self._pending: bytes | None = None
         self._last_sent: bytes | None = None
+        self._resend: bytes | None = None
         self._sent = self._answered = self._server_dropped = self._lost_to_errors = 0
         self._header: dict | None = None
         self._results: deque[Frame] = deque()
@@ -210,8 +211,9 @@ class StreamSession:
                     self._ws, self.endpoint = ws, endpoint
                     self._sent = self._answered = self._server_dropped = self._lost_to_errors = 0
                     self._header, self._idle = None, False
-                    if self._pending is None and self._last_sent is not None:
-                        self._pending = self._last_sent  # the frame that was out on the old connection
+                    if self._pending is None and self._resend is not None:
+                        self._pending = self._resend  # the newest frame the old connection left unanswered
+                    self._resend = None
                     self._pump()
                 return
             if time.monotonic() >= deadline or self._closed:
@@ -228,6 +230,7 @@ class StreamSession:
         old, ws = self.endpoint, self._ws
         with self._cond:
             self._ws = None
+            self._resend = self._last_sent if self.in_flight > 0 else None
         if ws is not None:
             # A connection that timed out may take close_timeout to close: never on the frame path.
             threading.Thread(target=ws.close, daemon=True).start()
