@@ -30,12 +30,14 @@ class EdgeClient:
     credential: the bearer: a string (the master key) or ``provider(refresh: bool) -> str`` that returns the
     current device token and mints a new one when ``refresh`` is true (after a 401 or a stream's expiry close).
     pins / ca_file: trust for https endpoints (see tls.Trust); server_name: the name to verify on a seed given by
-    IP (endpoints listed by the inventory carry their own).
+    IP (endpoints listed by the inventory carry their own). discover=False: the seeds are the endpoint list (no
+    /v1/endpoints call), e.g. a fixed set of endpoints or a proxy in front of one.
     """
 
     def __init__(self, seeds: str | Iterable[str], credential: CredentialSource = None, *,
                  pins: Iterable[str] = (), ca_file: str | None = None, server_name: str | None = None,
                  probes: int = 3, refresh_interval: float = 30.0, timeout: float = 60.0, connect_timeout: float = 3.0,
+                 discover: bool = True,
                  on_event: Callable[[Event], None] | None = None) -> None:
         seeds = [seeds] if isinstance(seeds, str) else list(seeds)
         pins = list(pins)
@@ -51,7 +53,7 @@ class EdgeClient:
             lambda endpoint, path: self._send(endpoint, "GET", path, None, {}),
             lambda endpoint, path: self._send_authorized(endpoint, "GET", path, {}), probes, refresh_interval,
             on_change=lambda old, new: self.on_event(Event("endpoint_changed", old.url, new.url, "faster")),
-            learn=self.trust.learn)
+            learn=self.trust.learn, discover=discover)
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
     def start(self) -> "EdgeClient":

@@ -25,7 +25,7 @@ class Discovery:
     def __init__(self, seeds: list[Endpoint], plain_get: Callable[[Endpoint, str], httpx.Response],
                  authorized_get: Callable[[Endpoint, str], httpx.Response], probes: int = 3, refresh_interval: float = 30.0,
                  on_change: Callable[[Endpoint | None, Endpoint], None] | None = None,
-                 learn: Callable[[Endpoint], None] | None = None) -> None:
+                 learn: Callable[[Endpoint], None] | None = None, discover: bool = True) -> None:
         if not seeds:
             raise ValueError("seeds: give at least one URL (an endpoint, or a server that lists them)")
         if probes < 1:
@@ -37,6 +37,7 @@ class Discovery:
         self.refresh_interval = refresh_interval
         self._on_change = on_change
         self._learn = learn or (lambda _e: None)
+        self.discover = discover
         self.endpoints: list[Endpoint] = []
         self.rtt: dict[str, float] = {}
         self.current: Endpoint | None = None
@@ -49,6 +50,8 @@ class Discovery:
     def _inventory(self) -> list[Endpoint]:
         """The first answer among the known endpoints and the seeds; a seed without an inventory (404) stands for
         itself."""
+        if not self.discover:
+            return list(self.seeds)
         errors = []
         with self._lock:
             sources = [*self.endpoints, *[s for s in self.seeds if s.url not in {e.url for e in self.endpoints}]]
