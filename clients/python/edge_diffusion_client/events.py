@@ -13,7 +13,8 @@ class Event:
     ``"reset"``, ``"timeout"``, ``"503"`` ...), ``"resumed"`` (the first frame after a failover or reconnect
     arrived; ``gap_s`` is the time from the close to that frame), ``"credential_refreshed"`` (the provider was
     asked for a new token after a 401 or an expiry close), ``"endpoint_changed"`` (the background refresh found a
-    clearly faster endpoint), ``"reconnect"`` (the same endpoint again, e.g. after an idle close or a refresh).
+    clearly faster endpoint), ``"reconnect"`` (the same endpoint again, e.g. after an idle close or a refresh),
+    ``"error"`` (the server refused a frame or the config; ``reason`` is its message; the stream stays open).
     Times are ``time.monotonic()``.
     """
 

@@ -207,6 +207,9 @@ class StreamSession:
                     errors.append(f"{endpoint.url}: {status or exc.__class__.__name__}")
                     discovery.mark_failed(endpoint)
                     continue
+                if self._closed:  # close() ran while this connection was being made
+                    ws.close()
+                    return
                 with self._cond:
                     self._ws, self.endpoint = ws, endpoint
                     self._sent = self._answered = self._server_dropped = self._lost_to_errors = 0
