@@ -128,8 +128,9 @@ def test_generate_and_edit_with_a_token_refreshed_after_401(fleet):
 
 def test_stream_keeps_two_frames_in_flight_and_the_newest_frame_wins(fleet):
     with client_for(fleet) as client, client.stream({"prompt": "a watercolour", "num_inference_steps": 2}) as session:
-        for shade in range(5):  # five frames at once: two go out, the rest replace each other
-            session.submit(jpeg((shade * 40, 80, 80)))
+        offered = [jpeg((shade * 40, 80, 80)) for shade in range(5)]
+        for frame in offered:  # five frames at once: two go out, the rest replace each other
+            session.submit(frame)
         assert session.in_flight == 2 and session.replaced == 2
         frames = [session.get(timeout=30) for _ in range(3)]
         assert [f.seq for f in frames] == [1, 2, 3]
