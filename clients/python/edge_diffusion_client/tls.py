@@ -72,7 +72,9 @@ class Trust:
         if not self.pins:
             return self._plain()
         with self._lock:
-            for pin in self.pins:
+            # The CA the inventory says this endpoint uses first: during a CA rotation endpoints differ.
+            wanted = [endpoint.ca_spki_sha256] if endpoint.ca_spki_sha256 in self.pins else sorted(self.pins)
+            for pin in wanted:
                 if pin in self._contexts:
                     return self._contexts[pin]
             chain = fetch_chain(endpoint.host, endpoint.port, endpoint.server_name, self.timeout)
