@@ -56,7 +56,9 @@ class TokenGate:
         self.thread.join(timeout=5)
 
 
-@pytest.mark.parametrize(("code", "reason"), [(4001, "token_expired"), (1008, "token expired")])
+@pytest.mark.parametrize(("code", "reason"), [
+    (4401, "token_expired: the device token expired; reconnect with a fresh token"),
+    (4001, "token_expired"), (1008, "token expired")])
 def test_expired_token_mid_stream_is_refreshed_and_the_stream_reconnects(code, reason):
     gate = TokenGate(code, reason)
     minted = []
