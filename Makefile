@@ -20,11 +20,14 @@ TLS_SERVER_NAME := inference.edge-diffusion.internal
 
 setup: $(VENV)/.installed .venv-checkov/.installed node_modules/.installed browser
 
-$(VENV)/.installed: requirements.txt requirements-serving.txt requirements-bench.txt requirements-dev.txt
+$(VENV)/.installed: requirements.txt requirements-serving.txt requirements-bench.txt requirements-dev.txt \
+		clients/python/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch==2.13.0 resolves to the local CPU build; never let a range pull a CUDA build into the dev venv.
-	$(PY) -m pip install -q -r requirements.txt -r requirements-serving.txt -r requirements-bench.txt -r requirements-dev.txt
+	# The device client (clients/python) installs editable: its tests and benchmarks run the checkout's code.
+	$(PY) -m pip install -q -r requirements.txt -r requirements-serving.txt -r requirements-bench.txt -r requirements-dev.txt \
+	  -e ./clients/python
 	touch $@
 
 # The Neuron image's diffusers/transformers/hub/tokenizers/numpy (constraints-neuron.txt) over the dev venv: a .pth

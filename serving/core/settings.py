@@ -51,6 +51,7 @@ class Settings:
     inventory_namespace: str | None = None
     inventory_node_port: int | None = None
     inventory_node_domain: str | None = None
+    inventory_file: str | None = None
     # TLS on the public port (serving/api/tls.py); the metrics port always stays plain and in-cluster.
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
@@ -171,6 +172,8 @@ def _validate(s: Settings) -> None:
         fail("inventory_node_domain", f"must be a DNS name such as nodes.example.com, got {s.inventory_node_domain!r}")
     if s.inventory_node_port is not None and not 1 <= s.inventory_node_port <= 65535:
         fail("inventory_node_port", f"must be a port 1..65535 (or unset to read it from the Service), got {s.inventory_node_port}")
+    if s.inventory_file and s.inventory_service:
+        fail("inventory_file", "set either --inventory-file or --inventory-service, not both")
     if s.min_image_size < 8 or s.min_image_size % 8:
         fail("min_image_size", f"must be a positive multiple of 8, got {s.min_image_size}")
     if s.max_image_size < s.min_image_size or s.max_image_size % 8:
@@ -244,6 +247,8 @@ _HELP = {
     "inventory_node_port": "nodePort devices call (default: read from the Service)",
     "inventory_node_domain": "list nodes by DNS name <node-name with . as ->.<this domain> (publicly trusted TLS) "
                              "instead of by IP",
+    "inventory_file": "JSON list of endpoints GET /v1/endpoints answers, re-read when it changes (local runs without "
+                      "Kubernetes)",
     "tls_cert_file": "PEM certificate chain of the public port; with --tls-key-file the port speaks only TLS 1.2+ "
                      "and a rotated file is picked up by new connections without a restart",
     "tls_key_file": "PEM private key of --tls-cert-file",

@@ -70,6 +70,14 @@ def build_state(settings: Settings, api_key: str | None = None) -> ServerState:
                                                   node_domain=settings.inventory_node_domain)
         except (InventoryError, ValueError) as exc:
             raise SettingsError(f"--inventory-service {settings.inventory_service!r}: {exc}") from None
+    elif settings.inventory_file:
+        from serving.fleet.inventory import InventoryError
+        from serving.fleet.static import StaticInventory
+
+        try:
+            state.inventory = StaticInventory(settings.inventory_file)
+        except InventoryError as exc:
+            raise SettingsError(f"--inventory-file: {exc}") from None
     return state
 
 
