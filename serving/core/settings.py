@@ -77,6 +77,10 @@ class Settings:
     stream_vae: str | None = None
     stream_warmup_size: str | None = None
     stream_eager: bool = False
+    # WebRTC media (serving.stream.webrtc): the UDP ports ICE binds, what it advertises, and the bind address.
+    webrtc_ports: str | None = None
+    webrtc_public_host: str | None = None
+    webrtc_bind_host: str | None = None
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -88,6 +92,13 @@ class Settings:
     @property
     def stream_warmup_shape(self) -> tuple[int, int] | None:
         return _parse_sizes(self.stream_warmup_size, "stream_warmup_size")[0] if self.stream_warmup_size else None
+
+    @property
+    def webrtc_port_range(self) -> tuple[int, int] | None:
+        if not self.webrtc_ports:
+            return None
+        low, _, high = self.webrtc_ports.partition("-")
+        return int(low), int(high or low)
 
     @property
     def warmup_shapes(self) -> list[tuple[int, int]]:
@@ -203,6 +214,10 @@ def _validate(s: Settings) -> None:
         for value in shapes[0]:
             if value % 8 or not s.min_image_size <= value <= s.max_image_size:
                 fail("stream_warmup_size", f"sides must be multiples of 8 within {s.min_image_size}..{s.max_image_size}")
+    if s.webrtc_ports:
+        low, sep, high = s.webrtc_ports.partition("-")
+        if not (low.isdigit() and high.isdigit() and sep) or not 1024 <= int(low) <= int(high) <= 65535:
+            fail("webrtc_ports", f"must be LOW-HIGH within 1024..65535, e.g. 40000-40015, got {s.webrtc_ports!r}")
     if s.log_level not in ("debug", "info", "warning", "error"):
         fail("log_level", f"must be debug, info, warning or error, got {s.log_level!r}")
 
@@ -261,13 +276,18 @@ _HELP = {
     "scheduler": "diffusers scheduler class name to use instead of the model's",
     "warmup_sizes": "sizes to warm up (and compile) before ready, e.g. 512x512,768x768; default: the model's size",
     "log_level": "debug, info, warning or error",
-    "max_streams": "concurrent WebSocket frame streams (GET /v1/stream); more get 429; 0 disables streams",
+    "max_streams": "concurrent frame streams, WebSocket and WebRTC together; more get 429; 0 disables streams",
     "stream_idle_timeout": "seconds without a client message after which a stream is closed",
     "max_frame_bytes": "largest encoded frame accepted on a stream",
     "stream_vae": "local AutoencoderTiny (TAESD) directory for stream frames (default: MODEL/stream_vae if present, "
                   "else the model's VAE)",
     "stream_warmup_size": "stream frame size to warm up (and on cuda capture) before ready, e.g. 512x512; default: "
                           "the model's default size on cuda, none elsewhere",
+    "webrtc_ports": "UDP port range ICE binds WebRTC media to, e.g. 40000-40015 (what a hostPort exposes); "
+                    "default: ephemeral ports",
+    "webrtc_public_host": "address advertised in ICE candidates instead of the bound one (1:1 NAT); 'node' reads "
+                          "the ExternalIP of the node NODE_NAME through the inventory; default: none",
+    "webrtc_bind_host": "address ICE binds to; default: every non-loopback interface address",
     "stream_eager": "cuda: run stream frames eagerly instead of replaying captured CUDA graphs",
 }
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import threading
 import time
@@ -69,6 +70,12 @@ def build_state(settings: Settings, api_key: str | None = None) -> ServerState:
                                                   node_domain=settings.inventory_node_domain)
         except (InventoryError, ValueError) as exc:
             raise SettingsError(f"--inventory-service {settings.inventory_service!r}: {exc}") from None
+    if settings.webrtc_public_host == "node":
+        node = os.environ.get("NODE_NAME")
+        if state.inventory is None or not node:
+            raise SettingsError("--webrtc-public-host node: needs --inventory-service and NODE_NAME (the pod's "
+                                "spec.nodeName through the downward API)")
+        state.streams.public_address = lambda: state.inventory.node_address(node)
     return state
 
 

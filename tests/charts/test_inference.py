@@ -552,7 +552,8 @@ def test_inventory_lists_the_edge_service_endpoints(objects, cfg):
     validate_k8s_object(endpoint_slice)
     items = server_inventory.endpoints_from_objects([endpoint_slice], [node], service["spec"]["ports"][0]["nodePort"])
     url = f"http://198.51.100.7:{cfg.workloads.node_port}"
-    assert items == [{"url": url, "stream_url": server_objects.stream_url(url), "zone": "us-west-2-lax-1a",
+    assert items == [{"url": url, "stream_url": server_objects.stream_url(url), "webrtc_url": server_objects.webrtc_url(url),
+                      "zone": "us-west-2-lax-1a",
                       "accelerator": "nvidia", "ready": True}]
 
 
