@@ -16,6 +16,7 @@ from serving.fleet.objects import (  # noqa: F401 - InventoryError and the helpe
     SERVICE_ACCOUNT_DIR,
     SERVICE_NAME_LABEL,
     endpoints_from_objects,
+    node_dns_name,
     node_external_ip,
     node_port_from_service,
 )
