@@ -8,6 +8,7 @@ host candidates on ``bind_host`` only.
 from __future__ import annotations
 
 import asyncio
+import fractions
 import json
 import time
 from dataclasses import dataclass, field
@@ -38,7 +39,7 @@ class FrameSource(VideoStreamTrack):
             await asyncio.sleep(0)
         frame = VideoFrame.from_ndarray(self.frames[self.sent % len(self.frames)], format="rgb24")
         frame.pts = int((time.monotonic() - self._start) * 90000)
-        frame.time_base = __import__("fractions").Fraction(1, 90000)
+        frame.time_base = fractions.Fraction(1, 90000)
         self.sent += 1
         return frame
 
@@ -110,11 +111,6 @@ class RtcClient:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"condition not met within {timeout}s; messages: {self.messages[-5:]}")
             await asyncio.sleep(0.05)
-
-    def rtp_bytes(self) -> tuple[int, int]:
-        """(bytes sent, bytes received) of the video RTP streams so far, from the transports' own counters."""
-        sent = sum(s._RTCRtpSender__octet_count for s in self.pc.getSenders() if s.track is not None)
-        return sent, 0
 
     async def delete(self) -> int:
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}

@@ -1,4 +1,5 @@
-// Camera mode: getUserMedia -> canvas -> JPEG frames over the WebSocket stream (/v1/stream) -> result image.
+// Camera mode: getUserMedia -> WebRTC (camera-rtc.js) when it connects, else canvas -> JPEG frames over the
+// WebSocket stream (/v1/stream) -> result image. The page says which transport is in use.
 // Protocol (docs/serving.md, "Frame stream"): one JSON config message, then binary frames; per processed frame
 // the server sends {"type": "frame", seq, inference_ms, dropped} followed by the image as a binary message.
 "use strict";
@@ -66,7 +67,7 @@
       this.ws.binaryType = "blob";
       this.ws.onopen = () => {
         this.ws.send(JSON.stringify(config()));
-        statusLine.textContent = "Streaming…";
+        statusLine.textContent = "Streaming over WebSocket…";
         this.schedule();
       };
       this.ws.onmessage = (event) => this.onMessage(event);
@@ -185,7 +186,25 @@
     video.srcObject = media;
     $("camera-frames").textContent = "0";
     stopButton.disabled = false;
-    session = new Session(media, size);
+    try {
+      session = await window.EdgeCameraRtc.start(media, size, {
+        $, config, setError, onStopped: () => {
+          for (const track of media.getTracks()) track.stop();
+          video.srcObject = null;
+          startButton.disabled = false;
+          stopButton.disabled = true;
+          statusLine.textContent = "Stopped.";
+          session = null;
+        },
+      });
+      statusLine.textContent = "Streaming over WebRTC…";
+      $("camera-transport").textContent = "WebRTC";
+    } catch (err) {
+      // No WebRTC here, the server refused it, or no UDP path: the WebSocket stream carries the same session.
+      $("camera-transport").textContent = `WebSocket (WebRTC unavailable: ${err.message})`;
+      $("camera-output-video").hidden = true;
+      session = new Session(media, size);
+    }
   });
 
   stopButton.addEventListener("click", () => {
