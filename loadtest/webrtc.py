@@ -16,9 +16,8 @@ from dataclasses import dataclass, field
 import httpx
 import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription, VideoStreamTrack
+from aioice import ice
 from av import VideoFrame
-
-from serving.stream import icebind
 
 
 class FrameSource(VideoStreamTrack):
@@ -58,7 +57,8 @@ class RtcClient:
     answer: str | None = None
 
     async def open(self, config: dict | None = None, timeout: float = 20.0) -> httpx.Response:
-        icebind.configure(None, [self.bind_host])
+        # aioice gathers on every non-loopback interface address (and never 127.0.0.1): this client uses one.
+        ice.get_host_addresses = lambda use_ipv4, use_ipv6: [self.bind_host]
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.channel = self.pc.createDataChannel("config")
         self._opened = asyncio.Event()
