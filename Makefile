@@ -115,6 +115,8 @@ serve: $(VENV)/.installed $(TINY_MODEL)/model_index.json
 bench: $(VENV)/.installed
 	$(PY) -m benchmarks.cpu
 	$(PY) -m benchmarks.stream
+	# WebRTC beside the WebSocket (network namespaces and tc: root, as in CI; skipped with a note otherwise).
+	$(PY) -m benchmarks.webrtc
 	$(PY) -m benchmarks.tls
 	$(PY) -m benchmarks.soak
 

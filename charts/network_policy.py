@@ -10,7 +10,8 @@ from charts import contract as c
 from charts import observability as obs
 
 
-def ingress_policy(scope: Construct, *, namespace: str, autoscaler_namespace: str) -> kplus.NetworkPolicy:
+def ingress_policy(scope: Construct, *, namespace: str, autoscaler_namespace: str,
+                   udp_ports: tuple[int, int] | None = None) -> kplus.NetworkPolicy:
     # Enforced by the VPC CNI network-policy agent. Egress stays open: the server calls Secrets Manager, the Pod
     # Identity agent and the Kubernetes API.
     serving_pods = kplus.Pods.select(scope, "serving-pods", labels=c.SERVING_SELECTOR)
@@ -26,8 +27,10 @@ def ingress_policy(scope: Construct, *, namespace: str, autoscaler_namespace: st
         ingress=kplus.NetworkPolicyTraffic(default=kplus.NetworkPolicyTrafficDefault.DENY, rules=[
             # Devices arrive through the NodePort with their own source IP (externalTrafficPolicy Local); who may
             # connect at all is decided by the node security group. The cluster is IPv4-only, so any IPv4 is anyone.
+            # WebRTC media arrives on the UDP hostPorts (DNAT keeps the client's source IP), gated the same way.
             kplus.NetworkPolicyRule(peer=kplus.NetworkPolicyIpBlock.any_ipv4(scope, "anyone"),
-                                    ports=[kplus.NetworkPolicyPort.tcp(c.HTTP_PORT)]),
+                                    ports=[kplus.NetworkPolicyPort.tcp(c.HTTP_PORT),
+                                           *([kplus.NetworkPolicyPort.udp_range(*udp_ports)] if udp_ports else [])]),
             # The load signal and Prometheus metrics: the KEDA operator reads /load, the collector /metrics
             # (charts/metrics_collector.py); nobody else.
             kplus.NetworkPolicyRule(peer=autoscaler, ports=[kplus.NetworkPolicyPort.tcp(c.METRICS_PORT)]),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import threading
 import time
@@ -78,6 +79,13 @@ def build_state(settings: Settings, api_key: str | None = None) -> ServerState:
             state.inventory = StaticInventory(settings.inventory_file)
         except InventoryError as exc:
             raise SettingsError(f"--inventory-file: {exc}") from None
+    if settings.webrtc_public_host == "node":
+        node = os.environ.get("NODE_NAME")
+        # Only the Kubernetes inventory knows node addresses (--inventory-file lists endpoints, not nodes).
+        if not hasattr(state.inventory, "node_address") or not node:
+            raise SettingsError("--webrtc-public-host node: needs --inventory-service and NODE_NAME (the pod's "
+                                "spec.nodeName through the downward API)")
+        state.streams.public_address = lambda: state.inventory.node_address(node)
     return state
 
 

@@ -1,4 +1,5 @@
-// Camera mode: getUserMedia -> canvas -> JPEG frames over the WebSocket stream (/v1/stream) -> result image.
+// Camera mode: getUserMedia -> WebRTC (camera-rtc.js) when it connects, else canvas -> JPEG frames over the
+// WebSocket stream (/v1/stream) -> result image. The page says which transport is in use.
 // Protocol (docs/serving.md, "Frame stream"): one JSON config message, then binary frames; per processed frame
 // the server sends {"type": "frame", seq, inference_ms, dropped} followed by the image as a binary message.
 // The stream itself (window of two frames, latest frame wins, failover, bearer) is client.js's StreamSession.
@@ -63,7 +64,7 @@ import { EdgeClient } from "./client.js";
       }).then((stream) => {
         if (this.closed) return stream.close();
         this.stream = stream;
-        statusLine.textContent = "Streaming…";
+        statusLine.textContent = "Streaming over WebSocket…";
         this.schedule();
       }, (err) => {
         setError(`Stream could not open (${err.message}; check the API key).`);
@@ -121,7 +122,7 @@ import { EdgeClient } from "./client.js";
         // seq restarts on the new connection: latencies of frames sent before it are unknown.
         this.sent.clear();
         this.seq = 0;
-        statusLine.textContent = `Streaming… (${event.kind}: ${event.reason})`;
+        statusLine.textContent = `Streaming over WebSocket… (${event.kind}: ${event.reason})`;
       } else if (event.kind === "failed") {
         setError(`Stream closed: ${event.reason}.`);
         this.stop();
@@ -167,7 +168,25 @@ import { EdgeClient } from "./client.js";
     video.srcObject = media;
     $("camera-frames").textContent = "0";
     stopButton.disabled = false;
-    session = new Session(media, size);
+    try {
+      session = await window.EdgeCameraRtc.start(media, size, {
+        $, config, setError, onStopped: () => {
+          for (const track of media.getTracks()) track.stop();
+          video.srcObject = null;
+          startButton.disabled = false;
+          stopButton.disabled = true;
+          statusLine.textContent = "Stopped.";
+          session = null;
+        },
+      });
+      statusLine.textContent = "Streaming over WebRTC…";
+      $("camera-transport").textContent = "WebRTC";
+    } catch (err) {
+      // No WebRTC here, the server refused it, or no UDP path: the WebSocket stream carries the same session.
+      $("camera-transport").textContent = `WebSocket (WebRTC unavailable: ${err.message})`;
+      $("camera-output-video").hidden = true;
+      session = new Session(media, size);
+    }
   });
 
   stopButton.addEventListener("click", () => {

@@ -18,22 +18,41 @@ STREAM_VAE_DIR = "stream_vae"
 FRAME_BUCKETS = (0.002, 0.005, 0.01, 0.015, 0.025, 0.033, 0.05, 0.075, 0.1, 0.25, 0.5, 1, 2.5)
 
 
+#: The frame stream's transports; metrics carry one of these as their ``transport`` label.
+TRANSPORTS = ("websocket", "webrtc")
+
+
+class TransportMetrics:
+    """One transport's children of the labelled stream metrics."""
+
+    def __init__(self, frames, dropped, latency):
+        self.frames, self.dropped, self.latency = frames, dropped, latency
+
+
 class StreamMetrics:
-    def __init__(self, registry, active: Callable[[], int]):
-        Gauge("edge_diffusion_streams_active", "Open WebSocket frame streams", registry=registry).set_function(active)
-        self.frames = Counter("edge_diffusion_stream_frames_processed", "Stream frames answered with an image",
-                              registry=registry)
-        self.dropped = Counter("edge_diffusion_stream_frames_dropped",
-                               "Stream frames replaced by a newer frame before processing (latest frame wins)",
-                               registry=registry)
-        self.latency = Histogram("edge_diffusion_stream_frame_seconds",
-                                 "Per-frame latency: frame received to output sent", buckets=FRAME_BUCKETS,
-                                 registry=registry)
+    def __init__(self, registry, active: Callable[[str], int]):
+        gauge = Gauge("edge_diffusion_streams_active", "Open frame streams by transport", ("transport",),
+                      registry=registry)
+        frames = Counter("edge_diffusion_stream_frames_processed", "Stream frames answered with an image",
+                         ("transport",), registry=registry)
+        dropped = Counter("edge_diffusion_stream_frames_dropped",
+                          "Stream frames replaced by a newer frame before processing (latest frame wins)",
+                          ("transport",), registry=registry)
+        latency = Histogram("edge_diffusion_stream_frame_seconds",
+                            "Per-frame latency: frame received (decoded, for WebRTC) to output sent (handed to the "
+                            "encoder, for WebRTC)", ("transport",), buckets=FRAME_BUCKETS, registry=registry)
+        self.transports = {}
+        for name in TRANSPORTS:
+            gauge.labels(name).set_function(lambda name=name: active(name))
+            self.transports[name] = TransportMetrics(frames.labels(name), dropped.labels(name), latency.labels(name))
+        # The WebSocket session's call sites use these directly.
+        ws = self.transports["websocket"]
+        self.frames, self.dropped, self.latency = ws.frames, ws.dropped, ws.latency
         self.prepared = Counter("edge_diffusion_stream_configs_prepared",
                                 "Stream configs prepared (prompt encoded, noise and schedule set up): once per "
                                 "config and frame size, never per frame", registry=registry)
-        self.refused = Counter("edge_diffusion_stream_refused", "Stream upgrades refused, by reason", ("reason",),
-                               registry=registry)
+        self.refused = Counter("edge_diffusion_stream_refused", "Stream upgrades and WebRTC offers refused, by reason",
+                               ("reason",), registry=registry)
 
 
 class StreamHub:
@@ -45,7 +64,9 @@ class StreamHub:
         self.sessions: set = set()
         self.frames_in_engine = 0
         self.draining = False
-        self.metrics = StreamMetrics(registry, lambda: len(self.sessions)) if registry is not None else None
+        self.metrics = StreamMetrics(registry, self._active) if registry is not None else None
+        # Where WebRTC media reaches this pod from outside (the node's public address); None: its own addresses.
+        self.public_address: Callable[[], Any] | None = None
         self._runner = None
         self._runner_lock = threading.Lock()
 
@@ -55,6 +76,9 @@ class StreamHub:
             return False
         self.sessions.add(session)
         return True
+
+    def _active(self, transport: str) -> int:
+        return sum(1 for s in self.sessions if getattr(s, "transport", "websocket") == transport)
 
     def closed(self, session) -> None:
         self.sessions.discard(session)

@@ -11,22 +11,18 @@ import asyncio
 import hmac
 import json
 import logging
-import threading
 import time
 
 from fastapi import FastAPI, WebSocket
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from serving.backends.base import GenerationParams
-from serving.core.errors import InvalidRequest, ServingError, Unavailable
+from serving.core.errors import ServingError, Unavailable
 from serving.stream.frames import FrameConfig
-from serving.stream.protocol import (INLINE_BYTES, INLINE_PIXELS, MEDIA, PREPARED_PER_STREAM, SUBPROTOCOL_PREFIX,
-                                     ConfigMessage)
+from serving.stream.protocol import INLINE_BYTES, INLINE_PIXELS, MEDIA, SUBPROTOCOL_PREFIX
+from serving.stream.session import ConfigRefused, infer_frame, parse_config
 from serving.core.imaging import encode_image
-from serving.core.img2img import check_strength, decode_image
-from serving.core.prompts import require_visible_text
+from serving.core.img2img import decode_image
 from serving.engine.state import ServerState
 
 log = logging.getLogger("serving.stream")
@@ -43,6 +39,8 @@ class _DenialFilter(logging.Filter):
 logging.getLogger("uvicorn.error").addFilter(_DenialFilter())
 
 class StreamSession:
+    transport = "websocket"
+
     def __init__(self, ws: WebSocket, state: ServerState):
         self.ws = ws
         self.state = state
@@ -118,47 +116,11 @@ class StreamSession:
 
     async def _on_config(self, text: str) -> None:
         try:
-            raw = json.loads(text)
-        except json.JSONDecodeError as exc:
-            await self.send_error(f"config is not valid JSON: {exc.msg}", None)
-            return
-        if not isinstance(raw, dict):
-            await self.send_error("config must be a JSON object", None)
-            return
-        try:
-            self.config = self._resolve(ConfigMessage(**raw))
+            self.config = parse_config(self.state, text)
             self.config_error = None
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            field = ".".join(str(p) for p in first.get("loc", ())) or None
-            message = "unknown field" if first.get("type") == "extra_forbidden" else first.get("msg")
-            await self._refuse_config(f"{field}: {message}", field)
-        except InvalidRequest as exc:
-            await self._refuse_config(exc.message, exc.param)
-
-    async def _refuse_config(self, message: str, field: str | None) -> None:
-        self.config_error = message
-        await self.send_error(message, field)
-
-    def _resolve(self, msg: ConfigMessage) -> FrameConfig:
-        d, s = self.state.defaults, self.settings
-        if d is None:
-            raise InvalidRequest("the model is still loading", param=None)
-        try:
-            require_visible_text(msg.prompt)
-        except ValueError as exc:
-            raise InvalidRequest(f"prompt: {exc}", param="prompt") from None
-        if len(msg.prompt) > s.max_prompt_length:
-            raise InvalidRequest(f"prompt: at most {s.max_prompt_length} characters", param="prompt")
-        # One denoising step by default (steps x strength = 1): the frame-rate setting of few-step models.
-        steps = msg.num_inference_steps or max(d.steps, 2)
-        if steps > s.max_steps:
-            raise InvalidRequest(f"num_inference_steps: at most {s.max_steps}", param="num_inference_steps")
-        strength = 0.5 if msg.strength is None else msg.strength
-        check_strength(steps, strength)
-        return FrameConfig(prompt=msg.prompt, negative_prompt=msg.negative_prompt, strength=strength, steps=steps,
-                           guidance_scale=d.guidance_scale if msg.guidance_scale is None else msg.guidance_scale,
-                           seed=0 if msg.seed is None else msg.seed, output_format=msg.output_format)
+        except ConfigRefused as exc:
+            self.config_error = exc.message
+            await self.send_error(exc.message, exc.field)
 
     async def _on_frame(self, data: bytes) -> None:
         self.received += 1
@@ -236,30 +198,7 @@ class StreamSession:
             self.hub.metrics.latency.observe(time.perf_counter() - received)
 
     async def _infer(self, config: FrameConfig, image):
-        width, height = image.size
-        key = (config, width, height)
-        hub = self.hub
-
-        def work(cancel: threading.Event) -> list:
-            runner = hub.runner()
-            prepared = self._prepared.get(key)
-            if prepared is None:  # embeddings, noise and schedule: once per config and size
-                prepared = runner.prepare(config, width, height)
-                if hub.metrics:
-                    hub.metrics.prepared.inc()
-                while len(self._prepared) >= PREPARED_PER_STREAM:
-                    self._prepared.pop(next(iter(self._prepared)))
-                self._prepared[key] = prepared
-            return [runner.run(prepared, image, cancel)]
-
-        params = GenerationParams(prompt=config.prompt, width=width, height=height, steps=config.steps,
-                                  guidance_scale=config.guidance_scale, seed=config.seed, image=image,
-                                  strength=config.strength)
-        hub.frames_in_engine += 1
-        try:
-            return await self.state.engine.generate(params, work=work, queue_exempt=True)
-        finally:
-            hub.frames_in_engine -= 1
+        return await infer_frame(self.state, self._prepared, config, image)
 
 
 def _credentials(ws: WebSocket, key: bytes | None) -> tuple[bool, str | None]:

@@ -104,7 +104,8 @@ def test_plaintext_mode_has_no_tls_objects_or_settings():
         assert not [k for k in _env(deployment) if "TLS" in k]
         assert all(container[p]["httpGet"]["scheme"] == "HTTP" for p in ("startupProbe", "readinessProbe"))
         assert not [v for v in deployment["spec"]["template"]["spec"]["volumes"] if v.get("secret")]
-        assert [p["name"] for p in container["ports"]] == ["http", "metrics"]  # plain HTTP: the name says http
+        tcp = [p["name"] for p in container["ports"] if p["protocol"] == "TCP"]
+        assert tcp == ["http", "metrics"]  # plain HTTP: the name says http
     (service,) = [o for o in objects if o["kind"] == "Service" and o["spec"].get("type") == "NodePort"]
     assert [p["name"] for p in service["spec"]["ports"]] == ["http"]
     with pytest.raises(ValueError, match="nothing to issue"):
