@@ -13,11 +13,14 @@ pytestmark = pytest.mark.server_set_only
 
 @pytest.fixture()
 def restore_numerics():
-    saved = (torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision,
-             torch.backends.cudnn.benchmark)
+    legacy = torch.get_float32_matmul_precision()
+    saved = (torch.backends.cuda.matmul.fp32_precision, torch.backends.mkldnn.matmul.fp32_precision,
+             torch.backends.cudnn.conv.fp32_precision, torch.backends.cudnn.benchmark)
     yield
-    (torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision,
-     torch.backends.cudnn.benchmark) = saved
+    # The legacy setter first: it writes the per-backend values too, which are then put back one by one.
+    torch.set_float32_matmul_precision(legacy)
+    (torch.backends.cuda.matmul.fp32_precision, torch.backends.mkldnn.matmul.fp32_precision,
+     torch.backends.cudnn.conv.fp32_precision, torch.backends.cudnn.benchmark) = saved
 
 
 def test_numerics_are_set_on_cuda_only_and_reported(restore_numerics):
@@ -25,9 +28,21 @@ def test_numerics_are_set_on_cuda_only_and_reported(restore_numerics):
     assert before["cudnn_benchmark"] is False and before["device_type"] == "cpu"
     assert configure_numerics("cpu") == before  # nothing changes off cuda
     after = configure_numerics("cuda")
-    assert after == {"device_type": "cuda", "matmul_fp32_precision": "tf32", "cudnn_conv_fp32_precision": "tf32",
+    assert after == {"device_type": "cuda", "float32_matmul_precision": "high", "matmul_fp32_precision": "tf32", "cudnn_conv_fp32_precision": "tf32",
                      "cudnn_benchmark": True}
     assert torch.backends.cudnn.benchmark is True
+
+
+def test_tf32_keeps_the_legacy_precision_getter_working_for_inductor_autotuning(restore_numerics):
+    """Inductor's autotune cache keys its results by torch.get_float32_matmul_precision(); with only the per-backend
+    API set to tf32 that getter raises ("mix of the legacy and new APIs"), failing every max-autotune compile."""
+    from torch._inductor.codecache import PersistentCache
+
+    configure_numerics("cuda")
+    assert torch.get_float32_matmul_precision() == "high"
+    assert torch.backends.cuda.matmul.fp32_precision == "tf32"
+    assert torch.backends.mkldnn.matmul.fp32_precision == "none"  # CPU matmuls as they were
+    assert PersistentCache().lookup([], "mm", "inputs", None) == {}
 
 
 @pytest.mark.parametrize(

@@ -48,13 +48,23 @@ def configure_numerics(device_type: str) -> dict[str, Any]:
     work is affected, and cuDNN convolutions already default to TF32), and cudnn.benchmark on, because the fast path
     serves a fixed, warmed shape set: the per-shape algorithm search runs during warm-up, and an off-path shape pays
     it once. Other devices are left as they are.
+
+    TF32 matmuls go through the legacy ``torch.set_float32_matmul_precision("high")``, which sets the per-backend
+    value (cuda matmul "tf32") and the legacy one together. Setting only ``torch.backends.cuda.matmul.fp32_precision``
+    leaves the legacy value at "highest", and ``torch.get_float32_matmul_precision()`` then raises (ATen's
+    Context::float32MatmulPrecision refuses cuda-tf32 with legacy-highest), but inductor's autotune cache calls it
+    on every lookup (torch/_inductor/codecache.py, PersistentCache.lookup): every max-autotune compile would fail.
+    The same call also sets oneDNN's CPU matmuls to tf32; they are put back, as CPU work is not this switch's subject.
     """
     if device_type == "cuda":
-        torch.backends.cuda.matmul.fp32_precision = "tf32"
+        cpu_matmul = torch.backends.mkldnn.matmul.fp32_precision
+        torch.set_float32_matmul_precision("high")
+        torch.backends.mkldnn.matmul.fp32_precision = cpu_matmul
         torch.backends.cudnn.conv.fp32_precision = "tf32"
         torch.backends.cudnn.benchmark = True
     return {
         "device_type": device_type,
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
         "matmul_fp32_precision": torch.backends.cuda.matmul.fp32_precision,
         "cudnn_conv_fp32_precision": torch.backends.cudnn.conv.fp32_precision,
         "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
