@@ -84,3 +84,34 @@ def test_server_settings_reach_the_options():
     settings = Settings(model="m", device="cuda", compile=True, compile_mode="reduce-overhead")
     assert cuda_options(settings).mode == "reduce-overhead"
     assert cuda_options(Settings(model="m", device="cuda", compile=True)).mode == "max-autotune-no-cudagraphs"
+
+
+def test_the_cuda_backend_starts_the_schedule_without_a_device_lookup(tiny_model, monkeypatch):
+    """diffusers' Euler schedulers find the first step by searching the timestep on the device
+    (index_for_timestep: nonzero() + item(), a host sync) unless a begin index is set; the cuda backend sets it to 0
+    after every set_timesteps, as diffusers' PixArt pipeline does. img2img still sets its own start index."""
+    import threading
+
+    import numpy as np
+
+    from serving.backends.base import GenerationParams
+    from serving.backends.cuda.backend import CudaBackend
+    from serving.model.config import ModelDefaults
+    from serving.model.loading import load_pipeline
+
+    params = GenerationParams(prompt="a red cube", width=64, height=64, steps=3, guidance_scale=0.0, seed=5)
+    plain = CudaBackend(load_pipeline(str(tiny_model), "cpu", "float32"), ModelDefaults(width=64, height=64, steps=2, guidance_scale=0.0),
+                        slots=2)
+    expected = np.asarray(plain.generate(params, threading.Event())[0])
+    scheduler_cls = next(c for c in type(plain.pipe.scheduler).__mro__ if "index_for_timestep" in vars(c))
+    lookups = []
+    real_lookup = scheduler_cls.index_for_timestep
+    monkeypatch.setattr(scheduler_cls, "index_for_timestep",
+                        lambda self, *a, **k: lookups.append(1) or real_lookup(self, *a, **k))
+    for _ in range(2):  # both slots' pipelines
+        assert np.array_equal(np.asarray(plain.generate(params, threading.Event())[0]), expected)
+    assert lookups == []
+    image = plain.generate(params, threading.Event())[0]
+    edited = plain.generate(GenerationParams(prompt="x", width=64, height=64, steps=4, guidance_scale=0.0, seed=5,
+                                             image=image, strength=0.5), threading.Event())
+    assert edited[0].size == (64, 64) and lookups == []
