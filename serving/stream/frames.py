@@ -98,7 +98,7 @@ class FrameRunner:
     """Runs frames on one pipeline's modules (shared with the REST pipelines: no second copy of the weights)."""
 
     def __init__(self, pipe: Any, vae: Any | None = None, cuda_graphs: bool = True,
-                 capture: Callable[[Callable[[], Any]], tuple[Any, Any]] | None = None):
+                 capture: Callable[[Callable[[], Any]], tuple[Any, Any]] | None = None, codec: Any = None):
         self.pipe = pipe
         self.unet = getattr(pipe.unet, "_orig_mod", pipe.unet)
         self.vae = vae if vae is not None else getattr(pipe.vae, "_orig_mod", pipe.vae)
@@ -122,6 +122,11 @@ class FrameRunner:
         self.on_eager: Callable[[], None] | None = None
         self._graphs: dict[tuple, _CudaGraphFrame] = {}
         self._graphs_lock = threading.Lock()
+        if codec is None:
+            from serving.stream.codec import FrameCodec
+
+            codec = FrameCodec(self.device)
+        self.codec = codec
 
     # -- per config ----------------------------------------------------------------------------------------
     def prepare(self, config: FrameConfig, width: int, height: int) -> Prepared:
@@ -170,16 +175,37 @@ class FrameRunner:
         return list(self._graphs)
 
     # -- per frame -----------------------------------------------------------------------------------------
-    def run(self, prepared: Prepared, image: Any, cancel: threading.Event):
-        """The output PIL image for one RGB PIL frame of the prepared size."""
-        import numpy as np
+    def decode(self, data: bytes, min_size: int, max_size: int, stage: bool = False) -> tuple[Any, tuple[int, int]]:
+        """(frame, (width, height)) for a frame's bytes, checked as a REST image is (serving.core.img2img): JPEG
+        stays bytes for the device decoder when the codec has one (header checks only), anything else is decoded
+        to an RGB PIL image here; with ``stage``, also decoded and uploaded now (`stage`)."""
+        from serving.core.img2img import decode_image, open_image
+        from serving.stream.codec import is_jpeg
+
+        if self.codec.on_device and is_jpeg(data):
+            frame, size = data, open_image(data, "frame", min_size, max_size).size
+        else:
+            frame = decode_image(data, "frame", min_size, max_size)
+            size = frame.size
+        return (self.stage(frame) if stage else frame), size
+
+    def stage(self, frame: Any) -> Any:
+        """Decode and upload a frame (JPEG bytes or an RGB PIL image) ahead of `run`: safe on another thread, and
+        on cuda it runs on the codec's copy stream, beside the frame being denoised (serving.stream.codec)."""
+        return self.codec.stage(frame)
+
+    def run(self, prepared: Prepared, image: Any, cancel: threading.Event, media: str | None = None):
+        """One frame of the prepared size: an RGB PIL image, JPEG bytes or a `stage`d frame in; the PIL output, or
+        with ``media`` the output encoded as that type (JPEG on the device where the codec can)."""
         import torch
+
+        from serving.stream.codec import Staged
 
         if cancel.is_set():
             raise GenerationCancelled()
-        pixels = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy())
+        staged = image if isinstance(image, Staged) else self.stage(image)
         with torch.inference_mode():
-            x = pixels.to(self.device).permute(2, 0, 1).unsqueeze(0).to(self.vae_dtype).div_(127.5).sub_(1.0)
+            x = staged.ready().to(self.vae_dtype).div_(127.5).sub_(1.0)
             graph = self._graphs.get(prepared.graph_key) if self.cuda_graphs else None
             if graph is not None:
                 out = graph(x, prepared)
@@ -187,7 +213,10 @@ class FrameRunner:
                 if self.cuda_graphs and self.on_eager is not None:
                     self.on_eager()
                 out = self.frame(prepared, x, cancel)
-            rgb = out[0].add(1.0).mul_(127.5).clamp_(0, 255).round_().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+            rgb = out[0].add(1.0).mul_(127.5).clamp_(0, 255).round_().to(torch.uint8)
+            if media is not None:
+                return self.codec.encode(rgb, media)
+            rgb = rgb.permute(1, 2, 0).cpu().numpy()
         from PIL import Image
 
         return Image.fromarray(rgb)
@@ -268,4 +297,8 @@ def load_stream_vae(path: str, pipe: Any) -> Any:
     if vae.config.latent_channels != expected:
         raise ValueError(f"--stream-vae: {path!r} has {vae.config.latent_channels} latent channels but the UNet "
                          f"expects {expected}; use the TAESD that matches the model family")
-    return vae.to(pipe.unet.device, pipe.unet.dtype).eval()
+    import torch
+
+    # channels_last like the REST VAE (serving.backends.cuda.optimize): cuDNN's NHWC convolution kernels on tensor
+    # cores; the frame input is NHWC already (an HWC camera frame permuted to NCHW is channels_last-strided).
+    return vae.to(pipe.unet.device, pipe.unet.dtype).to(memory_format=torch.channels_last).eval()

@@ -36,6 +36,9 @@ class StreamMetrics:
                              "Stream frames run eagerly although CUDA graphs are on: their graph key (size, steps, "
                              "start index, CFG on/off) was not captured in warm-up, and frames never capture",
                              registry=registry)
+        self.codec_fallback = Counter("edge_diffusion_stream_codec_fallback",
+                                      "Stream frames the device JPEG codec refused, decoded or encoded by the CPU "
+                                      "codec instead, by operation", ("op",), registry=registry)
         self.refused = Counter("edge_diffusion_stream_refused", "Stream upgrades refused, by reason", ("reason",),
                                registry=registry)
 
@@ -86,10 +89,13 @@ class StreamHub:
                     vae = load_stream_vae(path, pipe) if path else None
                     runner = FrameRunner(pipe, vae, cuda_graphs=not self.settings.stream_eager)
                     if self.metrics is not None:
-                        runner.on_eager = self.metrics.eager.inc
+                        metrics = self.metrics
+                        runner.on_eager = metrics.eager.inc
+                        runner.codec.on_fallback = lambda op: metrics.codec_fallback.labels(op).inc()
                     self._runner = runner
-                    log.info("stream runner", extra={"fields": {"vae": type(self._runner.vae).__name__,
-                                                                "cuda_graphs": self._runner.cuda_graphs}})
+                    log.info("stream runner", extra={"fields": {"vae": type(runner.vae).__name__,
+                                                                "cuda_graphs": runner.cuda_graphs,
+                                                                "device_jpeg": runner.codec.on_device}})
         return self._runner
 
     def stream_vae_path(self) -> str | None:

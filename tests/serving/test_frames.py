@@ -75,6 +75,10 @@ def test_tiny_autoencoder(pipe, taesd_dir):
     vae = load_stream_vae(str(taesd_dir), pipe)
     runner = FrameRunner(pipe, vae)
     assert type(runner.vae).__name__ == "AutoencoderTiny" and runner.scaling == 1.0
+    import torch
+
+    convs = [m.weight for m in runner.vae.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size != (1, 1)]
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
     out = runner.run(runner.prepare(CONFIG, 64, 64), frame(), threading.Event())
     assert out.size == (64, 64)
     with pytest.raises(ValueError, match="no config.json"):

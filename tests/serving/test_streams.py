@@ -87,3 +87,5 @@ def test_the_runners_eager_frames_reach_the_metric(tmp_path, cpu_backend):
     runner = h.runner()
     runner.on_eager()
     assert h.metrics.eager._value.get() == 1
+    runner.codec.on_fallback("decode")
+    assert h.metrics.codec_fallback.labels("decode")._value.get() == 1
