@@ -170,6 +170,7 @@ def test_warmup_configs_cover_start_indices_and_cfg_within_the_graph_budget(pipe
     assert len(warmup_configs(steps=25, guidance_scale=7.5)) == MAX_GRAPHS
 
 
+@pytest.mark.server_set_only  # the cuda path's optimize_pipeline on the server's diffusers
 def test_frames_compile_nothing_on_a_compiled_pipeline(tiny_model, monkeypatch):
     """The REST pipeline compiled and recording (the library default): frames and their warm-up still trace no
     graph, because they call the modules' own methods, never the compiled wrappers."""
