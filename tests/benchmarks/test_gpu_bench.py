@@ -141,7 +141,7 @@ def test_every_compiled_variant_compiles_its_own_graphs(monkeypatch, tmp_path, n
             assert not missed
             return image(case)
 
-        return generate, {"backend": "fake"}
+        return generate, {"backend": "cuda"}  # the server's cuda backend, as far as the phase can tell
 
     monkeypatch.setattr(gpu_common, "ensure_models", lambda work, smoke: gpu_common.ModelFiles(
         tmp_path / "ckpt", tmp_path / "taesd", "tiny"))
