@@ -70,6 +70,7 @@ IMAGE_BUILD_VERSIONS: dict[str, str] = {
     "PYTHON_IMAGE": "public.ecr.aws/docker/library/python:3.11.14-slim-bookworm",
     "NEURON_IMAGE": "public.ecr.aws/neuron/pytorch-inference-neuronx:2.8.0-neuronx-py311-sdk2.26.1-ubuntu22.04",
     "TORCH_VERSION": "2.13.0",
+    "TORCHVISION_VERSION": "0.28.0",  # cuda image only (stream frames' nvJPEG codec); requires torch==2.13.0
     "TORCH_CUDA_INDEX": "https://download.pytorch.org/whl/cu130",
     "TORCH_CPU_INDEX": "https://download.pytorch.org/whl/cpu",
     "OPTIMUM_NEURON_VERSION": "0.4.5",

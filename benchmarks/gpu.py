@@ -185,10 +185,21 @@ def _settings_summary(settings: Any) -> dict[str, Any]:
     return {k: getattr(settings, k) for k in keys if hasattr(settings, k)}
 
 
+def _graphs_compiled() -> int:
+    """Graphs Dynamo has compiled in this process (torch._dynamo.reset() leaves the counter alone)."""
+    from torch._dynamo.utils import counters
+
+    return counters["stats"]["unique_graphs"]
+
+
 def _free(device: str) -> None:
     import torch
 
     gc.collect()
+    # A sealed variant set Dynamo's process-wide stance to eager_on_recompile ("run mode": cached code only, never a
+    # compile), and reset() clears the caches but not the stance (torch/_dynamo/__init__.py reset,
+    # torch/_dynamo/eval_frame.py _callback_from_stance): without this the next variant would never compile.
+    torch.compiler.set_stance("default")
     torch._dynamo.reset()
     if device == "cuda":
         torch.cuda.empty_cache()
@@ -223,6 +234,7 @@ def run(args: argparse.Namespace) -> Path:
     references: dict[Case, Any] = {}
     for name in variants:
         variant = VARIANTS[name]
+        graphs_before = _graphs_compiled()
         try:
             if variant.overrides is None:
                 generate, info = load_baseline(models, device)
@@ -238,6 +250,7 @@ def run(args: argparse.Namespace) -> Path:
             print(f"{name:>10} failed to load: {type(exc).__name__}: {exc}", flush=True)
             _free(device)
             continue
+        loaded_graphs = _graphs_compiled()
         result.data["variants"][name].update(info)
         for case in cases:
             try:
@@ -262,6 +275,13 @@ def run(args: argparse.Namespace) -> Path:
             print(f"{name:>10} {case.label:<22} p50 {stats['p50_ms']:9.2f} ms  first {stats['first_call_ms']:9.1f} ms"
                   + (f"  diff {row['mean_abs_diff_vs_baseline']}" if row["mean_abs_diff_vs_baseline"] is not None
                      else ""), flush=True)
+        compiled = {"warmup": loaded_graphs - graphs_before, "requests": _graphs_compiled() - loaded_graphs}
+        result.data["variants"][name]["graphs_compiled"] = compiled
+        result.write()
+        # The cuda backend compiles with compile on; the CPU backend of --smoke ignores the flag.
+        if info.get("backend") == "cuda" and info.get("settings", {}).get("compile") and not compiled["warmup"]:
+            result.append("errors", {"variant": name, "stage": "compile",
+                                     "error": "compile is on but Dynamo compiled no graph: its rows are eager"})
         del generate  # the last reference to the pipeline or backend, before the next variant loads
         _free(device)
     return result.path

@@ -51,6 +51,13 @@ class StreamMetrics:
         self.prepared = Counter("edge_diffusion_stream_configs_prepared",
                                 "Stream configs prepared (prompt encoded, noise and schedule set up): once per "
                                 "config and frame size, never per frame", registry=registry)
+        self.eager = Counter("edge_diffusion_stream_frames_eager",
+                             "Stream frames run eagerly although CUDA graphs are on: their graph key (size, steps, "
+                             "start index, CFG on/off) was not captured in warm-up, and frames never capture",
+                             registry=registry)
+        self.codec_fallback = Counter("edge_diffusion_stream_codec_fallback",
+                                      "Stream frames the device JPEG codec refused, decoded or encoded by the CPU "
+                                      "codec instead, by operation", ("op",), registry=registry)
         self.refused = Counter("edge_diffusion_stream_refused", "Stream upgrades and WebRTC offers refused, by reason",
                                ("reason",), registry=registry)
 
@@ -104,9 +111,15 @@ class StreamHub:
                     pipe = self.engine.backend.pipe
                     path = self.stream_vae_path()
                     vae = load_stream_vae(path, pipe) if path else None
-                    self._runner = FrameRunner(pipe, vae, cuda_graphs=not self.settings.stream_eager)
-                    log.info("stream runner", extra={"fields": {"vae": type(self._runner.vae).__name__,
-                                                                "cuda_graphs": self._runner.cuda_graphs}})
+                    runner = FrameRunner(pipe, vae, cuda_graphs=not self.settings.stream_eager)
+                    if self.metrics is not None:
+                        metrics = self.metrics
+                        runner.on_eager = metrics.eager.inc
+                        runner.codec.on_fallback = lambda op: metrics.codec_fallback.labels(op).inc()
+                    self._runner = runner
+                    log.info("stream runner", extra={"fields": {"vae": type(runner.vae).__name__,
+                                                                "cuda_graphs": runner.cuda_graphs,
+                                                                "device_jpeg": runner.codec.on_device}})
         return self._runner
 
     def stream_vae_path(self) -> str | None:
@@ -122,27 +135,29 @@ class StreamHub:
             self.runner()
 
     def warmup(self, defaults) -> None:
-        """Run (and on cuda capture) the stream's shape once, on the calling (model-load) thread: --stream-warmup-size,
-        or on cuda the model's default size."""
-        from PIL import Image
-
-        from serving.stream.frames import FrameConfig
+        """Capture the stream's graphs on the calling (model-load) thread, the only place frames capture: at
+        --stream-warmup-size, or on cuda the model's default size, one graph per key of
+        serving.stream.frames.warmup_configs (the default config first, then other start indices and CFG on/off).
+        Without graphs, one eager frame (cuDNN's algorithm search, allocator warm-up)."""
+        from serving.stream.frames import warmup_configs
 
         if self._runner is None:
             return
         shape = self.settings.stream_warmup_shape
         if shape is None and self._runner.cuda_graphs:
-            # On cuda the first frame of a shape captures its graph; the model's default size is the one to expect.
             shape = (defaults.width, defaults.height)
         if shape is None:
             return
         width, height = shape
-        steps = max(defaults.steps, 2)
-        config = FrameConfig(prompt="warm-up", strength=0.5, steps=steps, guidance_scale=defaults.guidance_scale,
-                             seed=0)
         runner = self.runner()
-        prepared = runner.prepare(config, width, height)
-        runner.run(prepared, Image.new("RGB", (width, height), (127, 127, 127)), threading.Event())
+        # The websocket's default steps (serving.stream.websocket: num_inference_steps or max(model steps, 2)).
+        configs = warmup_configs(max(defaults.steps, 2), defaults.guidance_scale)
+        if not runner.cuda_graphs:
+            configs = configs[:1]
+        for config in configs:
+            runner.warm(runner.prepare(config, width, height))
+        log.info("stream warmed", extra={"fields": {"width": width, "height": height, "graphs": runner.captures,
+                                                    "keys": [list(k) for k in runner.graph_keys]}})
 
     # -- lifecycle -----------------------------------------------------------------------------------------
     async def drain(self, timeout: float) -> bool:

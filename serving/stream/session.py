@@ -16,6 +16,7 @@ from serving.core.errors import InvalidRequest
 from serving.core.img2img import check_strength
 from serving.core.prompts import require_visible_text
 from serving.engine.state import ServerState
+from serving.stream.codec import JPEG_MEDIA
 from serving.stream.frames import FrameConfig
 from serving.stream.protocol import PREPARED_PER_STREAM, ConfigMessage
 
@@ -69,11 +70,14 @@ def resolve_config(state: ServerState, msg: ConfigMessage) -> FrameConfig:
                        seed=0 if msg.seed is None else msg.seed, output_format=msg.output_format)
 
 
-async def infer_frame(state: ServerState, prepared_cache: dict, config: FrameConfig, image):
-    """One RGB PIL frame through the shared FrameRunner, in the engine's FIFO (exempt from --max-queue: each stream
-    holds at most one waiting frame). ``prepared_cache`` is the session's own: embeddings, noise and schedule are
-    built once per config and size."""
-    width, height = image.size
+async def infer_frame(state: ServerState, prepared_cache: dict, config: FrameConfig, image,
+                      size: tuple[int, int] | None = None, media: str | None = None):
+    """One frame through the shared FrameRunner, in the engine's FIFO (exempt from --max-queue: each stream holds at
+    most one waiting frame). ``image`` is an RGB PIL image or what FrameRunner.decode returned (a device tensor
+    where the device codec decoded it; then ``size`` is given). ``media``: the transport wants this encoded image
+    back; JPEG is then encoded where the pixels are when the codec can (bytes come back), anything else leaves as
+    PIL. ``prepared_cache`` is the session's own: embeddings, noise and schedule are built once per config and size."""
+    width, height = size if size is not None else image.size
     key = (config, width, height)
     hub = state.streams
 
@@ -87,7 +91,8 @@ async def infer_frame(state: ServerState, prepared_cache: dict, config: FrameCon
             while len(prepared_cache) >= PREPARED_PER_STREAM:
                 prepared_cache.pop(next(iter(prepared_cache)))
             prepared_cache[key] = prepared
-        return [runner.run(prepared, image, cancel)]
+        on_device = media == JPEG_MEDIA and runner.codec.on_device
+        return [runner.run(prepared, image, cancel, media=media if on_device else None)]
 
     params = GenerationParams(prompt=config.prompt, width=width, height=height, steps=config.steps,
                               guidance_scale=config.guidance_scale, seed=config.seed, image=image,

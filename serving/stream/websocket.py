@@ -22,7 +22,6 @@ from serving.stream.frames import FrameConfig
 from serving.stream.protocol import INLINE_BYTES, INLINE_PIXELS, MEDIA, SUBPROTOCOL_PREFIX
 from serving.stream.session import ConfigRefused, infer_frame, parse_config
 from serving.core.imaging import encode_image
-from serving.core.img2img import decode_image
 from serving.engine.state import ServerState
 
 log = logging.getLogger("serving.stream")
@@ -49,7 +48,8 @@ class StreamSession:
         self.config: FrameConfig | None = None
         # Why the last config was refused: frames before any accepted config report it instead of asking again.
         self.config_error: str | None = None
-        self.pending: tuple[int, bytes, float] | None = None
+        # (seq, bytes, received, the frame's decode/upload already under way while the previous one ran, or None)
+        self.pending: tuple[int, bytes, float, asyncio.Future | None] | None = None
         self.received = 0
         self.dropped = 0
         self.processed = 0
@@ -132,7 +132,11 @@ class StreamSession:
             self.dropped += 1
             if self.hub.metrics:
                 self.hub.metrics.dropped.inc()
-        self.pending = (self.received, data, time.perf_counter())
+        staged = None
+        if self.busy and self.config is not None:  # decode and upload it beside the frame on the device
+            staged = asyncio.ensure_future(asyncio.to_thread(self._decode, data, True))
+            staged.add_done_callback(lambda f: f.cancelled() or f.exception())  # a dropped frame's error is moot
+        self.pending = (self.received, data, time.perf_counter(), staged)
         self.wake.set()
 
     async def _work(self) -> None:
@@ -144,11 +148,11 @@ class StreamSession:
                 return
             if self.pending is None:
                 continue
-            seq, data, received = self.pending
+            seq, data, received, staged = self.pending
             self.pending = None
             self.busy = True
             try:
-                await self._process(seq, data, received)
+                await self._process(seq, data, received, staged)
             except (WebSocketDisconnect, RuntimeError):
                 return  # the client went away mid-send
             finally:
@@ -156,7 +160,10 @@ class StreamSession:
             if self.pending is not None or self.stopping:
                 self.wake.set()
 
-    async def _process(self, seq: int, data: bytes, received: float) -> None:
+    def _decode(self, data: bytes, stage: bool):
+        return self.hub.runner().decode(data, self.settings.min_image_size, self.settings.max_image_size, stage)
+
+    async def _process(self, seq: int, data: bytes, received: float, staged: asyncio.Future | None = None) -> None:
         config = self.config
         if config is None:
             if self.config_error is None:
@@ -165,13 +172,14 @@ class StreamSession:
                 await self.send_error(f"no config accepted yet; the last one was refused ({self.config_error}): "
                                       "send a corrected config", "config")
             return
-        s = self.settings
         try:
-            if len(data) <= INLINE_BYTES:
-                image = decode_image(data, "frame", s.min_image_size, s.max_image_size)
+            if staged is not None:
+                frame, size = await staged
+            elif len(data) <= INLINE_BYTES:
+                frame, size = self._decode(data, False)
             else:
-                image = await asyncio.to_thread(decode_image, data, "frame", s.min_image_size, s.max_image_size)
-            result = await self._infer(config, image)
+                frame, size = await asyncio.to_thread(self._decode, data, False)
+            result = await self._infer(config, frame, size)
         except Unavailable as exc:
             if self.stopping or self.state.engine.draining:
                 return  # the drain closes the stream with 1001
@@ -186,7 +194,9 @@ class StreamSession:
             return
         (output,) = result.images
         media = MEDIA[config.output_format]
-        if output.width * output.height <= INLINE_PIXELS:
+        if isinstance(output, bytes):  # encoded on the device (serving.stream.codec)
+            encoded = output
+        elif output.width * output.height <= INLINE_PIXELS:
             encoded = encode_image(output, media)
         else:
             encoded = await asyncio.to_thread(encode_image, output, media)
@@ -197,8 +207,8 @@ class StreamSession:
             self.hub.metrics.frames.inc()
             self.hub.metrics.latency.observe(time.perf_counter() - received)
 
-    async def _infer(self, config: FrameConfig, image):
-        return await infer_frame(self.state, self._prepared, config, image)
+    async def _infer(self, config: FrameConfig, image, size: tuple[int, int]):
+        return await infer_frame(self.state, self._prepared, config, image, size, MEDIA[config.output_format])
 
 
 def _credentials(ws: WebSocket, key: bytes | None) -> tuple[bool, str | None]:
