@@ -29,6 +29,12 @@ class Settings:
     metrics_port: int = 9090
     api_key_file: str | None = None
     api_key_secret_arn: str | None = None
+    token_keys_file: str | None = None
+    token_keys_secret_arn: str | None = None
+    token_audience: str = "edge-diffusion"
+    token_clock_skew: float = 30.0
+    token_requests_per_minute: int = 0
+    credentials_refresh: float = 60.0
     max_queue: int = 8
     max_concurrency: int = 1
     request_timeout: float = 30.0
@@ -156,10 +162,19 @@ def _validate(s: Settings) -> None:
         fail("compile_cache_s3", f"must be an S3 URL such as s3://bucket/prefix/, got {s.compile_cache_s3!r}")
     if s.deepcache_interval < 0:
         fail("deepcache_interval", f"must be >= 0 (0 disables it), got {s.deepcache_interval}")
-    if s.api_key_file and s.api_key_secret_arn:
-        fail("api_key_secret_arn", "set either --api-key-file or --api-key-secret-arn, not both")
-    if s.api_key_secret_arn and not s.api_key_secret_arn.startswith("arn:"):
-        fail("api_key_secret_arn", f"must be a Secrets Manager ARN (arn:aws:secretsmanager:...), got {s.api_key_secret_arn!r}")
+    for name, other in (("api_key_secret_arn", "api_key_file"), ("token_keys_secret_arn", "token_keys_file")):
+        if getattr(s, name) and getattr(s, other):
+            fail(name, f"set either {flag_name(other)} or {flag_name(name)}, not both")
+        if getattr(s, name) and not getattr(s, name).startswith("arn:"):
+            fail(name, f"must be a Secrets Manager ARN (arn:aws:secretsmanager:...), got {getattr(s, name)!r}")
+    if not s.token_audience.strip() or not s.token_audience.isprintable():
+        fail("token_audience", "must be a non-empty printable string")
+    if not 0 <= s.token_clock_skew <= 300:
+        fail("token_clock_skew", f"must be within 0..300 seconds, got {s.token_clock_skew}")
+    if s.token_requests_per_minute < 0:
+        fail("token_requests_per_minute", f"must be >= 0 (0 = no per-subject limit), got {s.token_requests_per_minute}")
+    if not s.credentials_refresh > 0:
+        fail("credentials_refresh", f"must be a positive number of seconds, got {s.credentials_refresh}")
     if bool(s.tls_cert_file) != bool(s.tls_key_file):
         fail("tls_key_file" if s.tls_cert_file else "tls_cert_file", "TLS needs both --tls-cert-file and --tls-key-file")
     for name in ("tls_ca_file", "tls_server_name"):
@@ -216,6 +231,12 @@ _HELP = {
     "metrics_port": "Prometheus /metrics and JSON /load port (never expose it publicly)",
     "api_key_file": "file holding the bearer key clients must send",
     "api_key_secret_arn": "Secrets Manager secret holding the bearer key (read with the pod's identity)",
+    "token_keys_file": 'JSON file of device-token signing keys: {"kid", "secret"} or {"keys": [...]} (the first signs)',
+    "token_keys_secret_arn": "Secrets Manager secret of the signing keys (AWSCURRENT signs, AWSPREVIOUS still verifies)",
+    "token_audience": "aud claim device tokens must carry",
+    "token_clock_skew": "seconds of clock difference allowed on a device token's exp and nbf",
+    "token_requests_per_minute": "requests per minute per token subject when its token sets none (0 = no limit)",
+    "credentials_refresh": "seconds between re-reads of the master key and signing keys from their source",
     "max_queue": "requests that may wait beyond the running ones; more get 429",
     "max_concurrency": "generations running at once",
     "request_timeout": "seconds until a request gets 504 and its generation is aborted",

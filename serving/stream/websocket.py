@@ -8,7 +8,6 @@ one replaces it and counts as dropped. Errors ({"type": "error", "error": {"mess
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 import threading
@@ -19,11 +18,11 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
+from serving.auth.credentials import TOKEN_EXPIRED_CLOSE, Denied, bearer_for_websocket
 from serving.backends.base import GenerationParams
 from serving.core.errors import InvalidRequest, ServingError, Unavailable
 from serving.stream.frames import FrameConfig
-from serving.stream.protocol import (INLINE_BYTES, INLINE_PIXELS, MEDIA, PREPARED_PER_STREAM, SUBPROTOCOL_PREFIX,
-                                     ConfigMessage)
+from serving.stream.protocol import INLINE_BYTES, INLINE_PIXELS, MEDIA, PREPARED_PER_STREAM, ConfigMessage
 from serving.core.imaging import encode_image
 from serving.core.img2img import check_strength, decode_image
 from serving.core.prompts import require_visible_text
@@ -43,8 +42,11 @@ class _DenialFilter(logging.Filter):
 logging.getLogger("uvicorn.error").addFilter(_DenialFilter())
 
 class StreamSession:
-    def __init__(self, ws: WebSocket, state: ServerState):
+    def __init__(self, ws: WebSocket, state: ServerState, expires_at: float | None = None):
         self.ws = ws
+        # When the device token that opened the stream expires (epoch seconds): the stream closes then, with
+        # TOKEN_EXPIRED_CLOSE, so a token's lifetime bounds what it can use.
+        self.expires_at = expires_at
         self.state = state
         self.hub = state.streams
         self.settings = state.settings
@@ -90,14 +92,22 @@ class StreamSession:
     # -- the two loops -------------------------------------------------------------------------------------
     async def run(self) -> None:
         self._reader = asyncio.create_task(self._read())
-        worker = asyncio.create_task(self._work())
+        tasks = [self._reader, asyncio.create_task(self._work())]
+        if self.expires_at is not None:
+            tasks.append(asyncio.create_task(self._expire()))
         try:
-            await asyncio.wait([self._reader, worker], return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (self._reader, worker):
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(self._reader, worker, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
             self.finished.set()
+
+    async def _expire(self) -> None:
+        await asyncio.sleep(max(0.0, self.expires_at - time.time()))
+        async with self._send_lock:  # never between a frame's header and its image
+            await self.close_now(*TOKEN_EXPIRED_CLOSE)
+        log.info("stream token expired", extra={"fields": {"frames": self.processed}})
 
     async def _read(self) -> None:
         idle = self.settings.stream_idle_timeout
@@ -262,23 +272,6 @@ class StreamSession:
             hub.frames_in_engine -= 1
 
 
-def _credentials(ws: WebSocket, key: bytes | None) -> tuple[bool, str | None]:
-    """(authorized, subprotocol to echo). A browser cannot set headers, so the key may come as bearer.KEY."""
-    offered = [p for p in ws.scope.get("subprotocols", []) if p.startswith(SUBPROTOCOL_PREFIX)]
-    chosen = offered[0] if offered else None
-    if key is None:
-        return True, chosen
-    for name, value in ws.scope["headers"]:
-        if name == b"authorization":
-            scheme, _, token = value.partition(b" ")
-            if scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), key):
-                return True, chosen
-    for protocol in offered:
-        if hmac.compare_digest(protocol[len(SUBPROTOCOL_PREFIX):].encode(), key):
-            return True, protocol
-    return False, None
-
-
 def _refusal(status: int, message: str, type_: str, headers: dict | None = None) -> JSONResponse:
     return JSONResponse({"error": {"message": message, "type": type_, "param": None, "code": status}},
                         status_code=status, headers=headers)
@@ -287,13 +280,14 @@ def _refusal(status: int, message: str, type_: str, headers: dict | None = None)
 def add_stream_routes(app: FastAPI, state: ServerState) -> None:
     @app.websocket("/v1/stream")
     async def stream(ws: WebSocket):
-        ok, subprotocol = _credentials(ws, state.api_key_bytes)
         hub = state.streams
-        if not ok:
-            await ws.send_denial_response(_refusal(
-                401, "missing or invalid API key: send 'Authorization: Bearer <key>' or the subprotocol bearer.<key>",
-                "authentication_error", {"WWW-Authenticate": 'Bearer realm="edge-diffusion"'}))
-            _refused(hub, "unauthorized")
+        try:
+            credential, subprotocol = bearer_for_websocket(ws.scope["headers"], ws.scope.get("subprotocols", []))
+            grant = state.auth.authorize(credential, "stream")
+            state.auth.admit(grant)
+        except Denied as exc:
+            await ws.send_denial_response(JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers))
+            _refused(hub, {400: "unauthorized", 401: "unauthorized", 403: "forbidden"}.get(exc.status, exc.code))
             return
         if not state.ready or state.engine.backend is None:
             await ws.send_denial_response(_refusal(503, f"not ready: {state.phase}", "unavailable", {"Retry-After": "1"}))
@@ -305,8 +299,15 @@ def add_stream_routes(app: FastAPI, state: ServerState) -> None:
                 f"--max-streams {state.settings.max_streams})", "not_found"))
             _refused(hub, "unsupported")
             return
-        session = StreamSession(ws, state)
+        try:
+            release = state.auth.open_stream(grant)
+        except Denied as exc:
+            await ws.send_denial_response(JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers))
+            _refused(hub, exc.code)
+            return
+        session = StreamSession(ws, state, grant.expires_at)
         if not hub.try_open(session):
+            release()
             await ws.send_denial_response(_refusal(
                 429, f"this server already has --max-streams ({state.settings.max_streams}) open streams; "
                 "retry later or on another endpoint", "rate_limit_error", {"Retry-After": "5"}))
@@ -315,9 +316,11 @@ def add_stream_routes(app: FastAPI, state: ServerState) -> None:
         opened = time.perf_counter()
         try:
             await ws.accept(subprotocol=subprotocol)
-            log.info("stream open", extra={"fields": {"streams": len(hub.sessions)}})
+            log.info("stream open", extra={"fields": {"streams": len(hub.sessions), "auth": grant.kind,
+                                                      "subject_hash": (grant.subject_hash or "")[:16] or None}})
             await session.run()
         finally:
+            release()
             hub.closed(session)
             log.info("stream closed", extra={"fields": {"frames": session.processed, "received": session.received,
                                                         "dropped": session.dropped,
