@@ -61,7 +61,8 @@
       this.timer = null;
       this.closed = false;
       const key = $("api-key").value;
-      // Browsers cannot set an Authorization header on a WebSocket: the key travels as the subprotocol.
+      // Browsers cannot set an Authorization header on a WebSocket: the key (or device token) travels as the
+      // subprotocol.
       this.ws = new WebSocket(streamUrl(), key ? [`bearer.${key}`] : []);
       this.ws.binaryType = "blob";
       this.ws.onopen = () => {
@@ -141,7 +142,9 @@
       const wasOpen = !this.closed;
       this.stop();
       if (wasOpen && event.code !== 1000) {
-        const reason = event.reason || (event.code === 1006 ? "refused or lost (check the API key)" : "");
+        // 4401: the device token expired mid-stream (serving/auth/credentials.py TOKEN_EXPIRED_CLOSE).
+        const reason = event.code === 4401 ? "the device token expired; paste a fresh one and start again"
+          : event.reason || (event.code === 1006 ? "refused or lost (check the API key or device token)" : "");
         setError(`Stream closed (${event.code})${reason ? `: ${reason}` : ""}.`);
       }
       statusLine.textContent = "Stopped.";

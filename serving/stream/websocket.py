@@ -1,4 +1,4 @@
-"""GET /v1/stream: the WebSocket frame stream (protocol in docs/serving.md, "Frame stream").
+"""GET /v1/stream: the WebSocket frame stream (protocol in docs/streaming.md; a device token's expiry closes it with 4401).
 
 Client -> server: a JSON config text message (again at any time; it applies to the next frame), then binary
 frames (JPEG, PNG or WebP). Server -> client per processed frame: {"type": "frame", "seq", "inference_ms",
