@@ -1,9 +1,10 @@
-"""GET /v1/stream: the WebSocket frame stream (protocol in docs/streaming.md; a device token's expiry closes it with 4401).
+"""GET /v1/stream: the WebSocket frame stream (protocol in docs/streaming.md).
 
 Client -> server: a JSON config text message (again at any time; it applies to the next frame), then binary
 frames (JPEG, PNG or WebP). Server -> client per processed frame: {"type": "frame", "seq", "inference_ms",
 "dropped"} and the output image as one binary message. Latest frame wins: one frame may wait per stream; a newer
 one replaces it and counts as dropped. Errors ({"type": "error", "error": {"message", "field"}}) keep it open.
+Credentials go through serving.auth.credentials; a stream opened with a device token closes with 4401 when it expires.
 """
 from __future__ import annotations
 
