@@ -68,6 +68,7 @@ class Claims:
     limits: Mapping[str, int]
     expires_at: int
     kid: str
+    not_before: int | None = None
 
 
 def check_subject(subject: object) -> str:
@@ -208,4 +209,6 @@ def _claims(claims: dict, kid: str) -> Claims:
         limits = check_limits(claims.get("limits", {}))
     except ValueError as exc:
         raise bad(f"limits: {exc}") from None
-    return Claims(subject=subject, scopes=scopes, limits=limits, expires_at=int(exp), kid=kid)
+    nbf = claims.get("nbf")
+    return Claims(subject=subject, scopes=scopes, limits=limits, expires_at=int(exp), kid=kid,
+                  not_before=int(nbf) if isinstance(nbf, (int, float)) else None)

@@ -3,6 +3,7 @@ the signing-key document and the per-subject request budget."""
 from __future__ import annotations
 
 import json
+import time
 
 import boto3
 import pytest
@@ -10,7 +11,7 @@ from botocore.stub import Stubber
 
 from serving.auth.credentials import Authenticator, Denied, Grant
 from serving.auth.sources import load_master_keys, load_signing_keys
-from serving.auth.tokens import KeyDocumentError, parse_key_document
+from serving.auth.tokens import KeyDocumentError, SigningKey, mint, parse_key_document
 from serving.core.settings import Settings, SettingsError
 
 ARN = "arn:aws:secretsmanager:us-west-2:123456789012:secret:edge-diffusion/token-keys-AbCdEf"
@@ -92,3 +93,20 @@ def test_request_budget_refills_at_rate_per_minute_and_says_when():
     auth.admit(grant, now=110.0)  # one request's worth refilled
     with pytest.raises(Denied):
         auth.admit(grant, now=111.0)
+
+
+def test_a_remembered_token_is_checked_again_after_key_removal_or_expiry():
+    key = SigningKey("k1", b"s" * 32)
+    auth = Authenticator(Settings(model="m", token_clock_skew=0), master_keys=("m",), signing_keys=(key,))
+    token, expires_at = mint(key, "dev", "edge-diffusion", ttl_s=1)
+    assert auth.authorize(token, "generate").kind == auth.authorize(token, "generate").kind == "token"
+    auth.replace(("m",), (SigningKey("k2", b"t" * 32),))
+    with pytest.raises(Denied) as refused:
+        auth.authorize(token)
+    assert refused.value.code == "unknown_key"
+    auth.replace(("m",), (SigningKey("k1", b"s" * 32),))  # the same key, re-read: still valid
+    assert auth.authorize(token).kind == "token"
+    time.sleep(max(0.0, expires_at - time.time()) + 0.05)
+    with pytest.raises(Denied) as refused:
+        auth.authorize(token)
+    assert refused.value.code == "token_expired"
