@@ -92,7 +92,7 @@ class InferenceChart(cdk8s.Chart):
             self, "service-account", automount_token=False,
             metadata=cdk8s.ApiObjectMetadata(name=service_account_name, namespace=namespace, labels=COMMON_LABELS))
         inventory_rbac(self, namespace=namespace, service_account=service_account)
-        edge_service(self, namespace=namespace, node_port=workloads.node_port)
+        edge_service(self, namespace=namespace, node_port=workloads.node_port, tls_enabled=tls.enabled)
         ingress_policy(self, namespace=namespace, autoscaler_namespace=autoscaler_namespace)
         env = {**_server_env(workloads, api_key_secret_arn=api_key_secret_arn, region=region), **server_tls_env(tls)}
         if token_keys_secret_arn:

@@ -104,7 +104,7 @@ class InferenceDeployment(Construct):
             else kplus.ImagePullPolicy.ALWAYS,
             # No command/args: the image's ENTRYPOINT is already `python -m serving serve`, configured by env.
             env_variables={key: kplus.EnvValue.from_value(value) for key, value in env.items()},
-            ports=[kplus.ContainerPort(name=c.HTTP_PORT_NAME, number=c.HTTP_PORT, protocol=kplus.Protocol.TCP),
+            ports=[kplus.ContainerPort(name=c.serving_port_name(https), number=c.HTTP_PORT, protocol=kplus.Protocol.TCP),
                    kplus.ContainerPort(name=c.METRICS_PORT_NAME, number=c.METRICS_PORT, protocol=kplus.Protocol.TCP)],
             # Guaranteed QoS: requests == limits, so the kubelet evicts these pods last under pressure.
             resources=kplus.ContainerResources(

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from serving.api.responses import json_error
 from serving.api.schemas import error_responses
 from serving.auth.credentials import subject_hash
-from serving.auth.tokens import DEFAULT_TTL_S, LIMIT_MAX, MAX_TTL_S, SCOPES, check_subject, mint
+from serving.auth.tokens import AUDIENCE, DEFAULT_TTL_S, LIMIT_MAX, MAX_TTL_S, SCOPES, check_subject, mint
 from serving.engine.state import ServerState
 
 
@@ -59,7 +59,7 @@ def add_token_routes(app: FastAPI, state: ServerState) -> None:
             return json_error(404, "device tokens are not enabled on this server (--token-keys-file or "
                               "--token-keys-secret-arn)", "not_found")
         limits = body.limits.model_dump(exclude_none=True) if body.limits else None
-        token, expires_at = mint(key, body.subject, state.settings.token_audience, body.ttl_s, body.scopes, limits)
+        token, expires_at = mint(key, body.subject, AUDIENCE, body.ttl_s, body.scopes, limits)
         request.scope["state"]["log_fields"].update(minted_for=subject_hash(body.subject)[:16], kid=key.kid,
                                                     ttl_s=body.ttl_s)
         return JSONResponse({"token": token, "token_type": "Bearer", "expires_at": expires_at}, status_code=201)

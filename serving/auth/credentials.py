@@ -31,7 +31,7 @@ from typing import Callable, Iterable, Sequence
 
 from prometheus_client import Counter
 
-from serving.auth.tokens import SigningKey, TokenError, looks_like_jwt, verify
+from serving.auth.tokens import AUDIENCE, SigningKey, TokenError, looks_like_jwt, verify
 from serving.core.settings import Settings
 
 SUBPROTOCOL_PREFIX = "bearer."
@@ -187,7 +187,7 @@ class Authenticator:
                     and (claims.not_before is None or now >= claims.not_before - skew)):
                 return claims
             self._verified.pop(token, None)
-        claims = verify(token, self._keys, self.settings.token_audience, skew)
+        claims = verify(token, self._keys, AUDIENCE, skew)
         with self._lock:
             while len(self._verified) >= _VERIFIED_CACHE:
                 self._verified.pop(next(iter(self._verified)))

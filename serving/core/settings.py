@@ -31,7 +31,6 @@ class Settings:
     api_key_secret_arn: str | None = None
     token_keys_file: str | None = None
     token_keys_secret_arn: str | None = None
-    token_audience: str = "edge-diffusion"
     token_clock_skew: float = 30.0
     token_requests_per_minute: int = 0
     credentials_refresh: float = 60.0
@@ -57,6 +56,7 @@ class Settings:
     inventory_namespace: str | None = None
     inventory_node_port: int | None = None
     inventory_node_domain: str | None = None
+    inventory_file: str | None = None
     # TLS on the public port (serving/api/tls.py); the metrics port always stays plain and in-cluster.
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
@@ -167,14 +167,9 @@ def _validate(s: Settings) -> None:
             fail(name, f"set either {flag_name(other)} or {flag_name(name)}, not both")
         if getattr(s, name) and not getattr(s, name).startswith("arn:"):
             fail(name, f"must be a Secrets Manager ARN (arn:aws:secretsmanager:...), got {getattr(s, name)!r}")
-    if not s.token_audience.strip() or not s.token_audience.isprintable():
-        fail("token_audience", "must be a non-empty printable string")
-    if not 0 <= s.token_clock_skew <= 300:
-        fail("token_clock_skew", f"must be within 0..300 seconds, got {s.token_clock_skew}")
-    if s.token_requests_per_minute < 0:
-        fail("token_requests_per_minute", f"must be >= 0 (0 = no per-subject limit), got {s.token_requests_per_minute}")
-    if not s.credentials_refresh > 0:
-        fail("credentials_refresh", f"must be a positive number of seconds, got {s.credentials_refresh}")
+    for name, low, high in (("token_clock_skew", 0, 300), ("token_requests_per_minute", 0, 100_000), ("credentials_refresh", 0.1, 86400)):
+        if not low <= getattr(s, name) <= high:
+            fail(name, f"must be within {low}..{high}, got {getattr(s, name)}")
     if bool(s.tls_cert_file) != bool(s.tls_key_file):
         fail("tls_key_file" if s.tls_cert_file else "tls_cert_file", "TLS needs both --tls-cert-file and --tls-key-file")
     for name in ("tls_ca_file", "tls_server_name"):
@@ -186,6 +181,8 @@ def _validate(s: Settings) -> None:
         fail("inventory_node_domain", f"must be a DNS name such as nodes.example.com, got {s.inventory_node_domain!r}")
     if s.inventory_node_port is not None and not 1 <= s.inventory_node_port <= 65535:
         fail("inventory_node_port", f"must be a port 1..65535 (or unset to read it from the Service), got {s.inventory_node_port}")
+    if s.inventory_file and s.inventory_service:
+        fail("inventory_file", "set either --inventory-file or --inventory-service, not both")
     if s.min_image_size < 8 or s.min_image_size % 8:
         fail("min_image_size", f"must be a positive multiple of 8, got {s.min_image_size}")
     if s.max_image_size < s.min_image_size or s.max_image_size % 8:
@@ -233,7 +230,6 @@ _HELP = {
     "api_key_secret_arn": "Secrets Manager secret holding the bearer key (read with the pod's identity)",
     "token_keys_file": 'JSON file of device-token signing keys: {"kid", "secret"} or {"keys": [...]} (the first signs)',
     "token_keys_secret_arn": "Secrets Manager secret of the signing keys (AWSCURRENT signs, AWSPREVIOUS still verifies)",
-    "token_audience": "aud claim device tokens must carry",
     "token_clock_skew": "seconds of clock difference allowed on a device token's exp and nbf",
     "token_requests_per_minute": "requests per minute per token subject when its token sets none (0 = no limit)",
     "credentials_refresh": "seconds between re-reads of the master key and signing keys from their source",
@@ -265,6 +261,8 @@ _HELP = {
     "inventory_node_port": "nodePort devices call (default: read from the Service)",
     "inventory_node_domain": "list nodes by DNS name <node-name with . as ->.<this domain> (publicly trusted TLS) "
                              "instead of by IP",
+    "inventory_file": "JSON list of endpoints GET /v1/endpoints answers, re-read when it changes (local runs without "
+                      "Kubernetes)",
     "tls_cert_file": "PEM certificate chain of the public port; with --tls-key-file the port speaks only TLS 1.2+ "
                      "and a rotated file is picked up by new connections without a restart",
     "tls_key_file": "PEM private key of --tls-cert-file",

@@ -67,6 +67,7 @@ def build_state(settings: Settings, api_key: str | Sequence[str] | None = None,
     master = (api_key,) if isinstance(api_key, str) else tuple(api_key or ())
     state.auth = Authenticator(settings, registry, master, signing_keys)
     engine.on_queue_wait = state.metrics.queue_wait.observe
+    engine.on_accelerator_error = lambda kind: state.metrics.accelerator_errors.labels(kind).inc()
     if settings.inventory_service:
         from serving.fleet.inventory import InventoryError, KubernetesInventory
 
@@ -77,6 +78,14 @@ def build_state(settings: Settings, api_key: str | Sequence[str] | None = None,
                                                   node_domain=settings.inventory_node_domain)
         except (InventoryError, ValueError) as exc:
             raise SettingsError(f"--inventory-service {settings.inventory_service!r}: {exc}") from None
+    elif settings.inventory_file:
+        from serving.fleet.inventory import InventoryError
+        from serving.fleet.static import StaticInventory
+
+        try:
+            state.inventory = StaticInventory(settings.inventory_file)
+        except InventoryError as exc:
+            raise SettingsError(f"--inventory-file: {exc}") from None
     return state
 
 
@@ -200,6 +209,8 @@ async def serve(state: ServerState) -> int:
     makes the public port HTTPS-only."""
     settings = state.settings
     tls = state.tls
+    if tls is not None:
+        state.metrics.watch_certificate(tls)
     from serving.api.app import create_app
 
     common = dict(log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=EXIT_MARGIN_S,

@@ -245,12 +245,14 @@ def test_probes_and_ports_match_what_the_server_serves(deployments, edge_service
     for deployment in deployments.values():
         container = _container(deployment)
         ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-        assert ports == {"http": defaults.port, "metrics": defaults.metrics_port}
+        # The default TLS mode (private-ca) serves HTTPS, and the port's name says so.
+        assert cfg.tls.enabled
+        assert ports == {"https": defaults.port, "metrics": defaults.metrics_port}
         for probe_name, path in (("startupProbe", "/readyz"), ("readinessProbe", "/readyz"),
                                  ("livenessProbe", "/healthz")):
             probe = container[probe_name]["httpGet"]
             assert probe["path"] == path and path in routes and path in unauthenticated
-            assert probe["port"] == ports["http"] == defaults.port
+            assert probe["port"] == ports["https"] == defaults.port
     (port,) = edge_service["spec"]["ports"]
     assert port["port"] == defaults.port
     assert port["targetPort"] == defaults.port
@@ -467,7 +469,7 @@ def test_edge_service_is_a_local_nodeport_on_the_public_port_only(edge_service, 
     assert spec["type"] == "NodePort"
     assert spec["externalTrafficPolicy"] == "Local"
     assert spec["ports"] == [
-        {"name": "http", "protocol": "TCP", "port": 8080, "targetPort": 8080, "nodePort": cfg.workloads.node_port}
+        {"name": "https", "protocol": "TCP", "port": 8080, "targetPort": 8080, "nodePort": cfg.workloads.node_port}
     ]
 
 
@@ -479,18 +481,26 @@ def test_metrics_port_is_never_on_a_nodeport(objects):
                 assert "nodePort" not in port
 
 
-def test_network_policy_keeps_the_metrics_port_for_the_autoscaler(objects, deployments):
+def test_network_policy_keeps_the_metrics_port_for_the_autoscaler_and_the_collector(objects, deployments):
+    from charts import observability as obs
+
     (policy,) = _of_kind(objects, "NetworkPolicy")
     spec = policy["spec"]
     for deployment in deployments.values():
         assert _matches(spec["podSelector"]["matchLabels"], deployment["spec"]["template"]["metadata"]["labels"])
     assert spec["policyTypes"] == ["Ingress"]
-    by_port = {rule["ports"][0]["port"]: rule for rule in spec["ingress"]}
+    by_port: dict[int, list] = {}
+    for rule in spec["ingress"]:
+        assert len(rule["ports"]) == 1
+        by_port.setdefault(rule["ports"][0]["port"], []).extend(rule["from"])
     assert set(by_port) == {inference.HTTP_PORT, inference.METRICS_PORT}
     # Anyone: the cluster is IPv4-only, and the node security group decides who reaches the NodePort.
-    assert by_port[inference.HTTP_PORT]["from"] == [{"ipBlock": {"cidr": "0.0.0.0/0"}}]
-    assert by_port[inference.METRICS_PORT]["from"] == [
-        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": KEDA_NAMESPACE}}, "podSelector": {}}
+    assert by_port[inference.HTTP_PORT] == [{"ipBlock": {"cidr": "0.0.0.0/0"}}]
+    # KEDA reads /load; the metrics collector (its namespace AND its pod labels) reads /metrics; nobody else.
+    assert by_port[inference.METRICS_PORT] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": KEDA_NAMESPACE}}, "podSelector": {}},
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": obs.COLLECTOR_NAMESPACE}},
+         "podSelector": {"matchLabels": obs.COLLECTOR_LABELS}},
     ]
 
 
@@ -534,7 +544,7 @@ def test_inventory_lists_the_edge_service_endpoints(objects, cfg):
         "metadata": {"name": "edge-diffusion-abcde", "namespace": cfg.workloads.namespace,
                      "labels": {server_inventory.SERVICE_NAME_LABEL: service["metadata"]["name"]}},
         "addressType": "IPv4",
-        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+        "ports": [{"name": "https", "port": 8080, "protocol": "TCP"}],
         "endpoints": [{"addresses": ["10.40.128.12"], "conditions": {"ready": True, "serving": True,
                                                                        "terminating": False},
                        "nodeName": "ip-10-40-128-5.us-west-2.compute.internal", "zone": "us-west-2-lax-1a"}],
