@@ -215,6 +215,38 @@ def test_a_token_expiring_mid_stream_closes_it_with_4401(server):
     assert time.time() >= body["expires_at"]
 
 
+def test_the_device_client_refreshes_an_expiring_token_and_keeps_streaming(server):
+    """The device client (clients/python) against the real close: 2 s tokens from the provider, frames throughout."""
+    import sys
+
+    from tests.serving.conftest import REPO_ROOT
+
+    if str(REPO_ROOT / "clients" / "python") not in sys.path:  # as tests/clients/python/conftest.py does
+        sys.path.insert(0, str(REPO_ROOT / "clients" / "python"))
+    from edge_diffusion_client import EdgeClient
+
+    minted: list[str] = []
+
+    def provider(refresh: bool) -> str:  # what an app's backend call would do
+        if refresh or not minted:
+            minted.append(mint(server, subject="client-device", ttl_s=2)["token"])
+        return minted[-1]
+
+    events = []
+    deadline = time.monotonic() + 5
+    with EdgeClient(server.url, provider, refresh_interval=0, discover=False, on_event=events.append) as client, \
+            client.stream({"prompt": "neon", "num_inference_steps": 2}, max_in_flight=1) as session:
+        answered = 0
+        while time.monotonic() < deadline or not any(e.kind == "reconnect" for e in events):
+            session.submit(jpeg())
+            assert session.get(timeout=20).image
+            answered += 1
+            assert time.monotonic() < deadline + 15, events
+    reconnects = [e for e in events if e.kind == "reconnect"]
+    assert reconnects and {e.code for e in reconnects} == {4401}
+    assert len(minted) >= 2 and answered >= 2
+
+
 def test_metrics_and_logs_carry_outcomes_and_subject_hashes_never_tokens(server):
     token = mint(server, subject="metrics-device")["token"]
     assert generate(server, bearer(token)).status_code == 200
