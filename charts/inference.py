@@ -49,7 +49,8 @@ class InferenceChart(cdk8s.Chart):
 
     Inputs are typed values; nothing here reads CDK context. ``images`` maps accelerator -> image URI
     (a CDK token string is fine); ``service_account_name`` is the Pod Identity-bound account that reads
-    the API-key secret ``api_key_secret_arn`` in ``region``; ``autoscaler_namespace`` is where the KEDA
+    the API-key secret ``api_key_secret_arn`` (and the device-token signing key ``token_keys_secret_arn``) in
+    ``region``; ``autoscaler_namespace`` is where the KEDA
     operator runs, the only client allowed on the metrics port. ``compile_cache_bucket`` names the bucket of
     the nvidia pods' S3 compile cache (required when ``workloads.cuda`` uses it, a token string is fine).
     """
@@ -68,6 +69,7 @@ class InferenceChart(cdk8s.Chart):
         autoscaler_namespace: str,
         tls: TLSConfig,
         compile_cache_bucket: str | None = None,
+        token_keys_secret_arn: str | None = None,
     ) -> None:
         super().__init__(scope, construct_id, disable_resource_name_hashes=True)
         if not accelerators:
@@ -94,6 +96,8 @@ class InferenceChart(cdk8s.Chart):
         ingress_policy(self, namespace=namespace, autoscaler_namespace=autoscaler_namespace,
                        udp_ports=workloads.webrtc_ports if "nvidia" in accelerators else None)
         env = {**_server_env(workloads, api_key_secret_arn=api_key_secret_arn, region=region), **server_tls_env(tls)}
+        if token_keys_secret_arn:
+            env["SERVING_TOKEN_KEYS_SECRET_ARN"] = token_keys_secret_arn
         if tls.enabled:
             serving_certificate(self, namespace=namespace, tls=tls)
         for accelerator in accelerators:

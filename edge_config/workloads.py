@@ -63,6 +63,10 @@ class WorkloadsConfig(Section):
     ephemeral_storage_gib: int = Field(4, ge=1, le=1024, description="Size of the /tmp emptyDir in GiB (Hugging "
                                                                      "Face and compiler caches).")
     # Spares trade idle GPU hours for scale-outs that skip node launch and image pull (docs/cold-start.md).
+    secret_rotation_days: int | None = Field(
+        None, ge=1, le=365, description="Rotate the master key and the device-token signing key every N days "
+        "(Secrets Manager rotation; pods accept the current and the previous version, so app backends must re-read "
+        "the master key at least every N days). Unset: rotation stays a manual put-secret-value.")
     warm_spare_nodes: int = Field(0, ge=0, le=20, description="Nodes per Local Zone accelerator kept booted with "
                                   "the image pulled by placeholder pods that any inference pod preempts (0: off).")
     cuda: CudaPathConfig = Field(default_factory=CudaPathConfig, description="The nvidia pods' GPU fast path: "

@@ -15,7 +15,7 @@ class InferenceApiKey(Construct):
     (no JSON wrapper), which is what the server reads through ``--api-key-secret-arn``.
     """
 
-    def __init__(self, scope: Construct, construct_id: str, *, name_prefix: str) -> None:
+    def __init__(self, scope: Construct, construct_id: str, *, name_prefix: str, rotated: bool = False) -> None:
         super().__init__(scope, construct_id)
         self.secret = secretsmanager.Secret(
             self,
@@ -31,10 +31,11 @@ class InferenceApiKey(Construct):
             # Devices hold this key; deleting the stack must not silently invalidate it before they migrate.
             removal_policy=cdk.RemovalPolicy.RETAIN,
         )
-        acknowledge(
-            self.secret,
-            "AwsSolutions-SMG4",
-            "A static bearer key distributed to AR devices out of band: automatic rotation would lock "
-            "out every device until it is re-provisioned, and the server reads the key at start-up. Rotation "
-            "is a planned operation (put-secret-value, redistribute, rollout restart) in docs/workloads.md.",
-        )
+        if not rotated:
+            acknowledge(
+                self.secret,
+                "AwsSolutions-SMG4",
+                "Rotation is off in this configuration (edge.workloads.secret_rotation_days unset): the key is held "
+                "by app backends, which must re-read it within each rotation period once it is on. Pods re-read it "
+                "without a restart either way (docs/tokens.md).",
+            )

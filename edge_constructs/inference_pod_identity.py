@@ -10,7 +10,8 @@ from edge_constructs.compile_cache_bucket import CompileCacheBucket
 
 
 class InferencePodIdentity(Construct):
-    """An IAM role that only one ServiceAccount of one cluster can assume, allowed only to read one secret and, when
+    """An IAM role that only one ServiceAccount of one cluster can assume, allowed only to read the API-key secret
+    (and the token signing key's) and, when
     given, to read and write below the compile cache's prefix."""
 
     def __init__(
@@ -22,6 +23,7 @@ class InferencePodIdentity(Construct):
         namespace: str,
         service_account_name: str,
         secret: secretsmanager.ISecret,
+        token_keys: secretsmanager.ISecret | None = None,
         compile_cache: CompileCacheBucket | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
@@ -48,7 +50,8 @@ class InferencePodIdentity(Construct):
         )
         # GetSecretValue only (no DescribeSecret, no list): the server needs the value and nothing else.
         self.role.add_to_policy(
-            iam.PolicyStatement(actions=["secretsmanager:GetSecretValue"], resources=[secret.secret_arn])
+            iam.PolicyStatement(actions=["secretsmanager:GetSecretValue"],
+                                resources=[secret.secret_arn] + ([token_keys.secret_arn] if token_keys else []))
         )
         if compile_cache is not None:
             compile_cache.grant_read_write(self.role)

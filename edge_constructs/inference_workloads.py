@@ -18,6 +18,8 @@ from edge_constructs.compile_cache_bucket import CompileCacheBucket
 from edge_constructs.inference_api_key import InferenceApiKey
 from edge_constructs.inference_node_port import InferenceNodePortAccess
 from edge_constructs.inference_pod_identity import InferencePodIdentity
+from edge_constructs.inference_token_keys import InferenceTokenKeys
+from edge_constructs.secret_rotation import SecretRotation
 
 SERVICE_ACCOUNT_NAME = "inference"
 
@@ -56,7 +58,13 @@ class InferenceWorkloads(Construct):
     ) -> None:
         super().__init__(scope, construct_id)
         workloads = config.workloads
-        self.api_key = InferenceApiKey(self, "ApiKey", name_prefix=config.cluster_name)
+        rotated = workloads.secret_rotation_days is not None
+        self.api_key = InferenceApiKey(self, "ApiKey", name_prefix=config.cluster_name, rotated=rotated)
+        self.token_keys = InferenceTokenKeys(self, "TokenKeys", rotated=rotated)
+        self.rotation = None
+        if rotated:
+            self.rotation = SecretRotation(self, "SecretRotation", secrets=[self.api_key.secret, self.token_keys.secret],
+                                           every_days=workloads.secret_rotation_days)
         self.pod_identity = InferencePodIdentity(
             self,
             "PodIdentity",
@@ -64,6 +72,7 @@ class InferenceWorkloads(Construct):
             namespace=workloads.namespace,
             service_account_name=SERVICE_ACCOUNT_NAME,
             secret=self.api_key.secret,
+            token_keys=self.token_keys.secret,
             compile_cache=compile_cache,
         )
         self.node_port_access = InferenceNodePortAccess(
@@ -88,6 +97,7 @@ class InferenceWorkloads(Construct):
             images=self.images,
             service_account_name=SERVICE_ACCOUNT_NAME,
             api_key_secret_arn=self.api_key.secret.secret_arn,
+            token_keys_secret_arn=self.token_keys.secret.secret_arn,
             region=cdk.Stack.of(self).region,
             autoscaler_namespace=KEDA_NAMESPACE,
             tls=config.tls,
@@ -113,5 +123,7 @@ class InferenceWorkloads(Construct):
                       description="TCP port of the inference endpoint on every node that serves it")
         cdk.CfnOutput(self, "ApiKeySecretArn", value=self.api_key.secret.secret_arn,
                       description="aws secretsmanager get-secret-value --secret-id <this> --query SecretString")
+        cdk.CfnOutput(self, "TokenKeysSecretArn", value=self.token_keys.secret.secret_arn,
+                      description="The device-token signing key ({kid, secret}) for app backends that mint tokens")
         cdk.CfnOutput(self, "EndpointService", value=f"{workloads.namespace}/{SERVICE_NAME}",
                       description="namespace/name of the NodePort Service")

@@ -17,14 +17,14 @@ def _config_error(exc: Exception) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from serving.auth.apikey import load_api_key
+    from serving.auth.sources import load_key_material
     from serving.core.logconfig import configure_logging
     from serving.core.settings import SettingsError, settings_from
 
     try:
         settings = settings_from(args)
         configure_logging(settings.log_level, settings.log_prompts)
-        api_key = load_api_key(settings)
+        keys = load_key_material(settings)
     except SettingsError as exc:
         return _config_error(exc)
     from serving.model.prefetch import start_prefetch
@@ -40,7 +40,7 @@ def _serve(args: argparse.Namespace) -> int:
     from serving.runtime.server import build_state, serve
 
     try:
-        state = build_state(settings, api_key)
+        state = build_state(settings, keys.master_keys, keys.signing_keys)
     except SettingsError as exc:
         return _config_error(exc)
     state.tls = tls

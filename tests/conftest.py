@@ -37,7 +37,7 @@ def templates(cloud_assembly) -> dict[str, dict]:
 
 
 # One variant with every opt-in part on, shared by the tests that need them (each variant costs a synth).
-ADDONS_VARIANT = {"volcano_enabled": True, "workloads__warm_spare_nodes": 1,
+ADDONS_VARIANT = {"volcano_enabled": True, "workloads__warm_spare_nodes": 1, "workloads__secret_rotation_days": 30,
                   "admin_principal_arn": "arn:aws:iam::123456789012:role/Admin"}
 
 

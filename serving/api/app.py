@@ -12,6 +12,7 @@ from serving.api.generation import add_generation_routes, negotiate_image_type
 from serving.api.probes import STATIC_DIR, add_probe_routes
 from serving.api.edits import add_edit_routes
 from serving.api.responses import OPENAI_PREFIX, install_error_handlers
+from serving.api.tokens import add_token_routes
 from serving.engine.state import ServerState
 from serving.stream.webrtc import add_webrtc_routes
 from serving.stream.websocket import add_stream_routes
@@ -25,7 +26,8 @@ def create_app(state: ServerState) -> FastAPI:
         title="edge-diffusion inference API",
         version="1.0.0",
         description=(
-            "Stable Diffusion text-to-image. Send `Authorization: Bearer <key>` when the server has a key "
+            "Stable Diffusion text-to-image. Send `Authorization: Bearer <master key or device token>` when the "
+            "server has a key "
             f"(all routes except /healthz, /readyz, / and /static). Prompts up to {s.max_prompt_length} characters; "
             f"width/height multiples of 8 in {s.min_image_size}..{s.max_image_size}; at most {s.max_steps} steps."
         ),
@@ -44,6 +46,7 @@ def create_app(state: ServerState) -> FastAPI:
     add_edit_routes(app, state)
     add_stream_routes(app, state)
     add_webrtc_routes(app, state)
+    add_token_routes(app, state)
     # check_dir=False: the directory may be added after the app is built (and is absent in slim images).
     app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")
     app.add_middleware(GatewayMiddleware, state=state, routes=app.router.routes)

@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
 import re
 import time
 import uuid
 from typing import Any
 
+from fastapi.responses import JSONResponse
+
 from serving.api.responses import json_error
+from serving.auth.credentials import Denied, bearer_from_headers
 from serving.engine.state import ServerState
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -24,6 +26,11 @@ MAX_BODY_BYTES = 1024 * 1024
 DISCARD_LIMIT_BYTES = 16 * 1024 * 1024
 DISCARD_LIMIT_S = 5.0
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/"})
+# The scope a device token needs per route (each request to one counts against its requests_per_minute); other
+# routes (/v1/endpoints, /openapi.json) take any valid credential, and MASTER_ONLY ones the master key alone.
+ROUTE_SCOPES = {"/generate": "generate", "/v1/images/generations": "generate", "/v1/images/edits": "edit",
+                "/v1/stream": "stream", "/v1/webrtc": "stream"}
+MASTER_ONLY = frozenset({"/v1/tokens"})
 REQUEST_ID = re.compile(rb"[A-Za-z0-9._-]{1,64}")
 # nginx's "client closed request": logged and counted when the client went away before its response was sent.
 CLIENT_GONE = 499
@@ -47,21 +54,27 @@ class GatewayMiddleware:
             return self._labels[path]
         return "static" if path.startswith("/static/") else "other"
 
-    def _check_auth(self, scope, authorization: list[bytes]):
-        """None when the request may proceed, else the error response (400 for an ambiguous header, 401)."""
-        if len(authorization) > 1:
-            return json_error(400, "send exactly one Authorization header", "invalid_request_error", param="Authorization")
-        key = self.state.api_key_bytes
+    def _check_auth(self, scope, log_fields: dict):
+        """None when the request may proceed, else the refusal (serving.auth.credentials: 400, 401, 403, 429)."""
         path = scope["path"]
-        if key is None or path in PUBLIC_PATHS or path.startswith("/static/"):
-            return None
-        if authorization:
-            scheme, _, token = authorization[0].partition(b" ")
-            # compare_digest runs in time independent of where the first difference is.
-            if scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), key):
+        try:
+            credential = bearer_from_headers(scope["headers"])
+            if path in PUBLIC_PATHS or path.startswith("/static/"):
                 return None
-        return json_error(401, "missing or invalid API key: send 'Authorization: Bearer <key>'", "authentication_error",
-                          headers={"WWW-Authenticate": 'Bearer realm="edge-diffusion"'})
+            need = ROUTE_SCOPES.get(path)
+            grant = self.state.auth.authorize(credential, need, master_only=path in MASTER_ONLY)
+            if need is not None:
+                self.state.auth.admit(grant)
+        except Denied as exc:
+            log_fields["auth"] = exc.code
+            if exc.status == 400:
+                return json_error(400, exc.message, "invalid_request_error", param="Authorization")
+            return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+        log_fields["auth"] = grant.kind
+        if grant.subject_hash:
+            log_fields["subject_hash"] = grant.subject_hash[:16]
+        scope["state"]["grant"] = grant
+        return None
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -70,14 +83,11 @@ class GatewayMiddleware:
         started = time.perf_counter()
         request_id = None
         content_length = None
-        authorization: list[bytes] = []
         for name, value in scope["headers"]:
             if name == b"x-request-id" and REQUEST_ID.fullmatch(value):
                 request_id = value.decode()
             elif name == b"content-length":
                 content_length = value
-            elif name == b"authorization":
-                authorization.append(value)
         # An id that is not a plain token (control characters, spaces, over 64 bytes) is replaced, never echoed.
         request_id = request_id or uuid.uuid4().hex
         log_fields: dict[str, Any] = {}
@@ -96,7 +106,7 @@ class GatewayMiddleware:
 
         self.state.http_active += 1
         try:
-            refusal = self._check_auth(scope, authorization)
+            refusal = self._check_auth(scope, log_fields)
             if refusal is not None:
                 await refusal(scope, receive, send_wrapper)
                 return

@@ -16,7 +16,8 @@ class ErrorDetail(BaseModel):
     message: str = Field(description="What is wrong and how to fix it")
     type: str = Field(description="Error class, e.g. invalid_request_error, rate_limit_error, timeout")
     param: Optional[str] = Field(None, description="The request field at fault, when there is one")
-    code: Optional[int] = Field(None, description="HTTP status code")
+    code: Optional[int | str] = Field(None, description="HTTP status code; for credential refusals (401, 403 and "
+                                      "per-token 429s) a string saying why, e.g. token_expired")
 
 
 class ErrorResponse(BaseModel):
@@ -59,7 +60,8 @@ class Endpoint(BaseModel):
 ERROR_TEXT = {
     400: "Malformed request (body not JSON, bad Content-Length, two Authorization headers); on /v1 routes also an "
          "invalid field (error.param names it), as OpenAI answers",
-    401: "Missing or wrong bearer key",
+    401: "Missing or invalid credentials (master key or device token); error.code says why",
+    403: "The device token lacks the scope, or the route takes the master key only",
     404: "Not found / not configured",
     406: "No acceptable image type in Accept",
     413: "Request body over 1 MiB",

@@ -31,6 +31,11 @@ class Settings:
     metrics_port: int = 9090
     api_key_file: str | None = None
     api_key_secret_arn: str | None = None
+    token_keys_file: str | None = None
+    token_keys_secret_arn: str | None = None
+    token_clock_skew: float = 30.0
+    token_requests_per_minute: int = 0
+    credentials_refresh: float = 60.0
     max_queue: int = 8
     max_concurrency: int = 1
     request_timeout: float = 30.0
@@ -170,10 +175,14 @@ def _validate(s: Settings) -> None:
         fail("compile_cache_s3", f"must be an S3 URL such as s3://bucket/prefix/, got {s.compile_cache_s3!r}")
     if s.deepcache_interval < 0:
         fail("deepcache_interval", f"must be >= 0 (0 disables it), got {s.deepcache_interval}")
-    if s.api_key_file and s.api_key_secret_arn:
-        fail("api_key_secret_arn", "set either --api-key-file or --api-key-secret-arn, not both")
-    if s.api_key_secret_arn and not s.api_key_secret_arn.startswith("arn:"):
-        fail("api_key_secret_arn", f"must be a Secrets Manager ARN (arn:aws:secretsmanager:...), got {s.api_key_secret_arn!r}")
+    for name, other in (("api_key_secret_arn", "api_key_file"), ("token_keys_secret_arn", "token_keys_file")):
+        if getattr(s, name) and getattr(s, other):
+            fail(name, f"set either {flag_name(other)} or {flag_name(name)}, not both")
+        if getattr(s, name) and not getattr(s, name).startswith("arn:"):
+            fail(name, f"must be a Secrets Manager ARN (arn:aws:secretsmanager:...), got {getattr(s, name)!r}")
+    for name, low, high in (("token_clock_skew", 0, 300), ("token_requests_per_minute", 0, 100_000), ("credentials_refresh", 0.1, 86400)):
+        if not low <= getattr(s, name) <= high:
+            fail(name, f"must be within {low}..{high}, got {getattr(s, name)}")
     if bool(s.tls_cert_file) != bool(s.tls_key_file):
         fail("tls_key_file" if s.tls_cert_file else "tls_cert_file", "TLS needs both --tls-cert-file and --tls-key-file")
     for name in ("tls_ca_file", "tls_server_name"):

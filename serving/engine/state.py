@@ -1,7 +1,7 @@
 """Mutable server state shared by the public app, the metrics app and the lifecycle code."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from serving.engine.scheduler import Engine
@@ -15,7 +15,8 @@ PHASES = ("loading", "warming up", "ready", "draining", "failed")
 class ServerState:
     settings: Settings
     engine: Engine
-    api_key: str | None = None
+    # serving.auth.credentials.Authenticator: the credential check every route calls (master key, device tokens).
+    auth: Any = None
     metrics: Any = None
     inventory: Any = None
     streams: Any = None
@@ -25,10 +26,6 @@ class ServerState:
     phase: str = "loading"
     # Requests inside the public app (a response may still be being written); drain waits for them.
     http_active: int = 0
-    api_key_bytes: bytes | None = field(init=False, default=None)
-
-    def __post_init__(self) -> None:
-        self.api_key_bytes = self.api_key.encode() if self.api_key else None
 
     @property
     def ready(self) -> bool:

@@ -17,10 +17,13 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import uvicorn
 
+from serving.auth.credentials import Authenticator
+from serving.auth.sources import keep_fresh
+from serving.auth.tokens import SigningKey
 from serving.backends.base import GenerationParams
 from serving.api.connections import bounded_h11
 from serving.engine.scheduler import Engine, request_cost
@@ -45,9 +48,12 @@ class _Server(uvicorn.Server):
         yield
 
 
-def build_state(settings: Settings, api_key: str | None = None) -> ServerState:
+def build_state(settings: Settings, api_key: str | Sequence[str] | None = None,
+                signing_keys: Sequence[SigningKey] = ()) -> ServerState:
+    """``api_key``: the master key (or keys, during a rotation); ``signing_keys``: the device-token keys, the first
+    signs."""
     engine = Engine(None, settings.max_concurrency, settings.max_queue, settings.request_timeout)
-    state = ServerState(settings=settings, engine=engine, api_key=api_key)
+    state = ServerState(settings=settings, engine=engine)
     # A broken accelerator fails /healthz (liveness restarts the pod) and /readyz (traffic moves elsewhere).
     engine.on_failed = lambda _reason: state.set_phase("failed")
     from prometheus_client import CollectorRegistry
@@ -59,6 +65,8 @@ def build_state(settings: Settings, api_key: str | None = None) -> ServerState:
     state.streams = StreamHub(settings, engine, registry)
     state.metrics = Metrics(lambda: state.streams.load_snapshot(engine.load_snapshot()), lambda: state.ready,
                             registry=registry)
+    master = (api_key,) if isinstance(api_key, str) else tuple(api_key or ())
+    state.auth = Authenticator(settings, registry, master, signing_keys)
     engine.on_queue_wait = state.metrics.queue_wait.observe
     engine.on_accelerator_error = lambda kind: state.metrics.accelerator_errors.labels(kind).inc()
     if settings.inventory_service:
@@ -259,6 +267,7 @@ async def serve(state: ServerState) -> int:
 
     servers = [loop.create_task(public.serve()), loop.create_task(private.serve())]
     loader = loop.create_task(load_model(state))
+    refresher = loop.create_task(keep_fresh(state.auth, settings))
 
     def on_loaded(task: asyncio.Task) -> None:
         nonlocal exit_code
@@ -280,6 +289,7 @@ async def serve(state: ServerState) -> int:
     public.should_exit = private.should_exit = True
     await asyncio.gather(*servers, return_exceptions=True)
     stopper.cancel()
+    refresher.cancel()
     if not loader.done():
         loader.cancel()
     state.engine.shutdown()

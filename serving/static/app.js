@@ -117,9 +117,11 @@
 
   async function describeError(response) {
     let detail = "";
+    let code = null;
     try {
       const data = await response.json();
       const err = data && data.error;
+      if (err) code = err.code;
       if (err && err.message) {
         detail = err.message;
         if (err.param && !detail.includes(err.param)) detail += ` (field: ${err.param})`;
@@ -128,7 +130,11 @@
       // Not JSON (e.g. a proxy's HTML error page): fall back to the status line.
     }
     let hint = "";
-    if (response.status === 401) hint = " Open “API key” above and enter the server's key.";
+    if (response.status === 401) {
+      hint = code === "token_expired"
+        ? " The device token has expired: paste a fresh one under “API key”."
+        : " Open “API key” above and enter the server's key or a device token.";
+    }
     if (response.status === 429) {
       const retry = response.headers.get("Retry-After");
       hint = ` The server is busy${retry ? `; retry in ${retry} s` : ""}.`;

@@ -57,7 +57,12 @@ import { EdgeClient } from "./client.js";
       // The page's own server only: its CSP allows no other origin. The key field is the credential (a device
       // token minted by an app backend works the same way).
       const client = new EdgeClient({ seeds: [new URL(".", document.baseURI).href], discover: false,
-        refreshIntervalMs: 0, credential: () => $("api-key").value || null });
+        refreshIntervalMs: 0, credential: (refresh) => {
+          // A refresh means the server refused the credential or closed for its expiry (4401): the field is read
+          // again, so a freshly pasted device token carries the stream on.
+          if (refresh) this.credentialRefused = true;
+          return $("api-key").value || null;
+        } });
       client.stream(config(), { maxInFlight: MAX_OUTSTANDING, onFrame: (frame) => this.onFrame(frame),
         onEvent: (event) => this.onEvent(event),
         onError: (err) => setError(`Stream error${err.field ? ` (${err.field})` : ""}: ${err.message}`),
@@ -122,9 +127,12 @@ import { EdgeClient } from "./client.js";
         // seq restarts on the new connection: latencies of frames sent before it are unknown.
         this.sent.clear();
         this.seq = 0;
+        this.credentialRefused = false;
         statusLine.textContent = `Streaming over WebSocket… (${event.kind}: ${event.reason})`;
       } else if (event.kind === "failed") {
-        setError(`Stream closed: ${event.reason}.`);
+        setError(this.credentialRefused
+          ? "Stream closed: the key or device token was refused or has expired; paste a fresh one and start again."
+          : `Stream closed: ${event.reason}.`);
         this.stop();
       }
     }

@@ -5,7 +5,6 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SUBPROTOCOL_PREFIX = "bearer."
 MEDIA = {"jpeg": "image/jpeg", "webp": "image/webp", "png": "image/png"}
 # Frames up to this many pixels (or input bytes) are decoded and encoded on the event loop: for them a thread hop
 # costs more than the work (a 256x256 JPEG decodes in ~0.3 ms).

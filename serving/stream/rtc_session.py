@@ -20,6 +20,7 @@ from av import VideoFrame
 from serving.core.errors import ServingError, Unavailable
 from serving.engine.state import ServerState
 from serving.stream.protocol import INLINE_PIXELS
+from serving.auth.credentials import TOKEN_EXPIRED_CLOSE
 from serving.stream.session import ConfigRefused, infer_frame, parse_config
 
 log = logging.getLogger("serving.stream")
@@ -61,8 +62,10 @@ class GeneratedTrack(MediaStreamTrack):
 class RtcSession:
     transport = "webrtc"
 
-    def __init__(self, state: ServerState, session_id: str):
+    def __init__(self, state: ServerState, session_id: str, expires_at: float | None = None):
         self.id = session_id
+        # When the device token that opened the session expires (epoch seconds): it ends then.
+        self.expires_at = expires_at
         self.state = state
         self.settings = state.settings
         self.hub = state.streams
@@ -104,7 +107,8 @@ class RtcSession:
         self.wake.set()
 
     async def close_now(self, code: int, reason: str) -> None:
-        self._send({"type": "closed", "reason": reason})
+        # The code is the WebSocket stream's close code for the same cause (1001 drain, 4401 token expired).
+        self._send({"type": "closed", "code": code, "reason": reason})
         self.close_reason = reason
         self.ended.set()
 
@@ -123,18 +127,25 @@ class RtcSession:
     async def run(self) -> None:
         worker = asyncio.ensure_future(self._work())
         ended = asyncio.ensure_future(self.ended.wait())
+        tasks = [worker, ended, *self._readers]
+        if self.expires_at is not None:
+            tasks.append(asyncio.ensure_future(self._expire()))
         try:
-            await asyncio.wait([worker, ended, *self._readers], return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (worker, ended, *self._readers):
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(worker, ended, *self._readers, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
             await self.pc.close()
             self.hub.closed(self)
             self.finished.set()
             log.info("webrtc session closed", extra={"fields": {
                 "session": self.id, "frames": self.processed, "received": self.received, "dropped": self.dropped,
                 "reason": self.close_reason}})
+
+    async def _expire(self) -> None:
+        await asyncio.sleep(max(0.0, self.expires_at - time.time()))
+        await self.close_now(*TOKEN_EXPIRED_CLOSE)
 
     def _on_message(self, message) -> None:
         if not isinstance(message, str):

@@ -16,6 +16,7 @@ import secrets
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
+from serving.auth.credentials import Denied
 from serving.engine.state import ServerState
 
 log = logging.getLogger("serving.stream")
@@ -83,8 +84,17 @@ def add_webrtc_routes(app: FastAPI, state: ServerState) -> None:
             return _error(404, "this endpoint does not serve WebRTC frame streams "
                           f"({state.engine.backend.name} backend, --max-streams {s.max_streams}"
                           f"{', no WebRTC stack in this image' if RTCPeerConnection is None else ''})", "not_found")
-        session = RtcSession(state, secrets.token_urlsafe(12))
+        # The gateway authorized the request; a device token's own max_streams counts this session too, and the
+        # session ends when the token expires (as the WebSocket stream does).
+        grant = getattr(request.state, "grant", None)
+        try:
+            release = state.auth.open_stream(grant) if grant is not None else (lambda: None)
+        except Denied as exc:
+            refused(exc.code)
+            return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+        session = RtcSession(state, secrets.token_urlsafe(12), expires_at=grant.expires_at if grant else None)
         if not hub.try_open(session):
+            release()
             refused("max_streams")
             return _error(429, f"this server already has --max-streams ({s.max_streams}) open streams; retry later "
                           "or on another endpoint", "rate_limit_error", headers={"Retry-After": "5"})
@@ -95,11 +105,13 @@ def add_webrtc_routes(app: FastAPI, state: ServerState) -> None:
                 public = await hub.public_address() if hub.public_address else None
             answer = icebind.advertise(answer, public)
         except OfferRefused as exc:
+            release()
             await session.pc.close()
             hub.closed(session)
             refused("bad_offer")
             return _error(400, exc.message, "invalid_request_error", "sdp")
         except Exception as exc:  # no free port, an inventory failure: the session never started
+            release()
             if session.pc is not None:
                 await session.pc.close()
             hub.closed(session)
@@ -108,7 +120,7 @@ def add_webrtc_routes(app: FastAPI, state: ServerState) -> None:
                           headers={"Retry-After": "2"})
         sessions[session.id] = session
         task = asyncio.ensure_future(session.run())
-        task.add_done_callback(lambda _: sessions.pop(session.id, None))
+        task.add_done_callback(lambda _: (sessions.pop(session.id, None), release()))
         log.info("webrtc session open", extra={"fields": {"session": session.id, "streams": len(hub.sessions)}})
         return Response(answer, status_code=201, media_type=SDP_MEDIA,
                         headers={"Location": f"/v1/webrtc/{session.id}"})

@@ -1,14 +1,14 @@
-"""GET /v1/stream: the WebSocket frame stream (protocol in docs/serving.md, "Frame stream").
+"""GET /v1/stream: the WebSocket frame stream (protocol in docs/streaming.md).
 
 Client -> server: a JSON config text message (again at any time; it applies to the next frame), then binary
 frames (JPEG, PNG or WebP). Server -> client per processed frame: {"type": "frame", "seq", "inference_ms",
 "dropped"} and the output image as one binary message. Latest frame wins: one frame may wait per stream; a newer
 one replaces it and counts as dropped. Errors ({"type": "error", "error": {"message", "field"}}) keep it open.
+Credentials go through serving.auth.credentials; a stream opened with a device token closes with 4401 when it expires.
 """
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 import time
@@ -17,9 +17,10 @@ from fastapi import FastAPI, WebSocket
 from fastapi.responses import JSONResponse
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
+from serving.auth.credentials import TOKEN_EXPIRED_CLOSE, Denied, bearer_for_websocket
 from serving.core.errors import ServingError, Unavailable
 from serving.stream.frames import FrameConfig
-from serving.stream.protocol import INLINE_BYTES, INLINE_PIXELS, MEDIA, SUBPROTOCOL_PREFIX
+from serving.stream.protocol import INLINE_BYTES, INLINE_PIXELS, MEDIA
 from serving.stream.session import ConfigRefused, infer_frame, parse_config
 from serving.core.imaging import encode_image
 from serving.engine.state import ServerState
@@ -40,8 +41,11 @@ logging.getLogger("uvicorn.error").addFilter(_DenialFilter())
 class StreamSession:
     transport = "websocket"
 
-    def __init__(self, ws: WebSocket, state: ServerState):
+    def __init__(self, ws: WebSocket, state: ServerState, expires_at: float | None = None):
         self.ws = ws
+        # When the device token that opened the stream expires (epoch seconds): the stream closes then, with
+        # TOKEN_EXPIRED_CLOSE, so a token's lifetime bounds what it can use.
+        self.expires_at = expires_at
         self.state = state
         self.hub = state.streams
         self.settings = state.settings
@@ -88,14 +92,22 @@ class StreamSession:
     # -- the two loops -------------------------------------------------------------------------------------
     async def run(self) -> None:
         self._reader = asyncio.create_task(self._read())
-        worker = asyncio.create_task(self._work())
+        tasks = [self._reader, asyncio.create_task(self._work())]
+        if self.expires_at is not None:
+            tasks.append(asyncio.create_task(self._expire()))
         try:
-            await asyncio.wait([self._reader, worker], return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (self._reader, worker):
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(self._reader, worker, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
             self.finished.set()
+
+    async def _expire(self) -> None:
+        await asyncio.sleep(max(0.0, self.expires_at - time.time()))
+        async with self._send_lock:  # never between a frame's header and its image
+            await self.close_now(*TOKEN_EXPIRED_CLOSE)
+        log.info("stream token expired", extra={"fields": {"frames": self.processed}})
 
     async def _read(self) -> None:
         idle = self.settings.stream_idle_timeout
@@ -211,23 +223,6 @@ class StreamSession:
         return await infer_frame(self.state, self._prepared, config, image, size, MEDIA[config.output_format])
 
 
-def _credentials(ws: WebSocket, key: bytes | None) -> tuple[bool, str | None]:
-    """(authorized, subprotocol to echo). A browser cannot set headers, so the key may come as bearer.KEY."""
-    offered = [p for p in ws.scope.get("subprotocols", []) if p.startswith(SUBPROTOCOL_PREFIX)]
-    chosen = offered[0] if offered else None
-    if key is None:
-        return True, chosen
-    for name, value in ws.scope["headers"]:
-        if name == b"authorization":
-            scheme, _, token = value.partition(b" ")
-            if scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), key):
-                return True, chosen
-    for protocol in offered:
-        if hmac.compare_digest(protocol[len(SUBPROTOCOL_PREFIX):].encode(), key):
-            return True, protocol
-    return False, None
-
-
 def _refusal(status: int, message: str, type_: str, headers: dict | None = None) -> JSONResponse:
     return JSONResponse({"error": {"message": message, "type": type_, "param": None, "code": status}},
                         status_code=status, headers=headers)
@@ -236,13 +231,14 @@ def _refusal(status: int, message: str, type_: str, headers: dict | None = None)
 def add_stream_routes(app: FastAPI, state: ServerState) -> None:
     @app.websocket("/v1/stream")
     async def stream(ws: WebSocket):
-        ok, subprotocol = _credentials(ws, state.api_key_bytes)
         hub = state.streams
-        if not ok:
-            await ws.send_denial_response(_refusal(
-                401, "missing or invalid API key: send 'Authorization: Bearer <key>' or the subprotocol bearer.<key>",
-                "authentication_error", {"WWW-Authenticate": 'Bearer realm="edge-diffusion"'}))
-            _refused(hub, "unauthorized")
+        try:
+            credential, subprotocol = bearer_for_websocket(ws.scope["headers"], ws.scope.get("subprotocols", []))
+            grant = state.auth.authorize(credential, "stream")
+            state.auth.admit(grant)
+        except Denied as exc:
+            await ws.send_denial_response(JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers))
+            _refused(hub, {400: "unauthorized", 401: "unauthorized", 403: "forbidden"}.get(exc.status, exc.code))
             return
         if not state.ready or state.engine.backend is None:
             await ws.send_denial_response(_refusal(503, f"not ready: {state.phase}", "unavailable", {"Retry-After": "1"}))
@@ -254,8 +250,15 @@ def add_stream_routes(app: FastAPI, state: ServerState) -> None:
                 f"--max-streams {state.settings.max_streams})", "not_found"))
             _refused(hub, "unsupported")
             return
-        session = StreamSession(ws, state)
+        try:
+            release = state.auth.open_stream(grant)
+        except Denied as exc:
+            await ws.send_denial_response(JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers))
+            _refused(hub, exc.code)
+            return
+        session = StreamSession(ws, state, grant.expires_at)
         if not hub.try_open(session):
+            release()
             await ws.send_denial_response(_refusal(
                 429, f"this server already has --max-streams ({state.settings.max_streams}) open streams; "
                 "retry later or on another endpoint", "rate_limit_error", {"Retry-After": "5"}))
@@ -264,9 +267,11 @@ def add_stream_routes(app: FastAPI, state: ServerState) -> None:
         opened = time.perf_counter()
         try:
             await ws.accept(subprotocol=subprotocol)
-            log.info("stream open", extra={"fields": {"streams": len(hub.sessions)}})
+            log.info("stream open", extra={"fields": {"streams": len(hub.sessions), "auth": grant.kind,
+                                                      "subject_hash": (grant.subject_hash or "")[:16] or None}})
             await session.run()
         finally:
+            release()
             hub.closed(session)
             log.info("stream closed", extra={"fields": {"frames": session.processed, "received": session.received,
                                                         "dropped": session.dropped,

@@ -1,11 +1,13 @@
 """The playground in a real browser: Debian's Chromium, driven by Playwright, against a real server subprocess."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.serving.conftest import REPO_ROOT, LiveServer
@@ -31,8 +33,10 @@ def server(tiny_model, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("playground-server")
     key_file = workdir / "api-key"
     key_file.write_text(KEY)
+    (workdir / "token-keys.json").write_text(json.dumps({"kid": "k1", "secret": "p" * 40}))
     # --max-steps 4 lets the test provoke a server-side validation error the page's own checks allow.
-    server = LiveServer(tiny_model, workdir / "server.log", "--api-key-file", str(key_file), "--max-steps", "4")
+    server = LiveServer(tiny_model, workdir / "server.log", "--api-key-file", str(key_file), "--max-steps", "4",
+                        "--token-keys-file", str(workdir / "token-keys.json"), "--token-clock-skew", "0")
     try:
         yield server
     finally:
@@ -184,3 +188,25 @@ def test_camera_mode_streams_frames(page, live_server):
     # The key went as the bearer.KEY subprotocol (a browser cannot set the header), and the server saw the frames.
     closed = [e for e in live_server.log_entries() if e.get("msg") == "stream closed"]
     assert closed and closed[-1]["frames"] >= 10
+
+
+def test_the_playground_works_with_a_device_token_until_it_expires(page, live_server):
+    """What an app does: its backend mints a token with the master key; the page only ever holds the token."""
+    minted = httpx.post(live_server.url + "/v1/tokens", json={"subject": "browser-demo", "ttl_s": 12},
+                        headers={"Authorization": f"Bearer {KEY}"}).json()
+    page.goto(live_server.url + "/")
+    page.fill("#prompt", "a neon city at night")
+    page.click("#auth summary")
+    page.fill("#api-key", minted["token"])
+    page.fill("#steps", "2")
+    page.click("#generate-button")
+    page.wait_for_function("() => document.getElementById('result-image').naturalWidth > 0")
+    page.click("#camera-start")
+    page.wait_for_function("() => Number(document.getElementById('camera-frames').textContent) >= 1", timeout=60_000)
+    # The token's expiry ends the stream with 4401; the field still holds the expired token, so the reconnect is
+    # refused and the page says what to do.
+    page.wait_for_function("() => document.getElementById('camera-error').textContent.includes('device token')",
+                           timeout=40_000)
+    assert "expired" in page.inner_text("#camera-error")
+    closes = [e for e in live_server.log_entries() if e.get("msg") == "stream token expired"]
+    assert closes, "the server closed no stream for its token's expiry"

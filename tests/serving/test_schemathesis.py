@@ -18,6 +18,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from serving.api.app import create_app
+from serving.auth.tokens import SigningKey
 from tests.serving.conftest import make_state
 
 KEY = "schema-key"
@@ -25,13 +26,15 @@ AUTH = {"Authorization": f"Bearer {KEY}"}
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
           response_headers_conformance]
 OPERATIONS = ["POST /generate", "POST /v1/images/generations", "POST /v1/images/edits", "GET /healthz", "GET /readyz", "GET /v1/endpoints", "GET /",
-              "POST /v1/webrtc", "DELETE /v1/webrtc/{session_id}"]
+              "POST /v1/webrtc", "DELETE /v1/webrtc/{session_id}",
+              "POST /v1/tokens"]
 
 
 @pytest.fixture(scope="module")
 def api_schema(cpu_backend):
     # Small bounds keep each generated generation cheap; the schema advertises exactly these bounds.
     state = make_state(cpu_backend, api_key=KEY, max_image_size=96, max_steps=3, max_images=2, max_prompt_length=200)
+    state.auth.replace([KEY], [SigningKey("k1", b"s" * 32)])  # POST /v1/tokens mints (201), not 404
     return schemathesis.openapi.from_asgi("/openapi.json", create_app(state), headers=AUTH)
 
 

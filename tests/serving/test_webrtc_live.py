@@ -171,3 +171,50 @@ def test_sigterm_ends_webrtc_sessions_within_the_drain_budget(tiny_model, tmp_pa
         assert srv.proc.wait(timeout=10) == 0
     finally:
         srv.stop()
+
+
+def test_device_tokens_bound_webrtc_sessions(tiny_model, tmp_path_factory):
+    """A device token's max_streams counts WebRTC sessions with WebSocket streams, and a session ends when its token
+    expires, with the same reason as the WebSocket's 4401 close."""
+    import json
+
+    keys = tmp_path_factory.mktemp("webrtc-token-keys") / "keys.json"
+    keys.write_text(json.dumps({"kid": "k1", "secret": "s" * 48}))
+    srv = start(tiny_model, tmp_path_factory, "webrtc-tokens", "--max-streams", "3", "--token-keys-file", str(keys),
+                "--token-clock-skew", "0")
+
+    def mint(**body) -> str:
+        r = httpx.post(srv.url + "/v1/tokens", json={"subject": "phone-7", **body}, headers=AUTH, timeout=10)
+        assert r.status_code == 201, r.text
+        return r.json()["token"]
+
+    async def scenario():
+        token = mint(ttl_s=600, limits={"max_streams": 1})
+        first = RtcClient(srv.url, frames(), fps=5, api_key=token)
+        assert (await first.open(CONFIG)).status_code == 201
+        second = RtcClient(srv.url, frames(), fps=5, api_key=token)
+        refused = await second.open(CONFIG)
+        assert refused.status_code == 429 and refused.json()["error"]["code"] == "stream_limit", refused.text
+        with pytest.raises(Exception):  # the WebSocket counts against the same subject
+            with connect(srv.url.replace("http", "ws") + "/v1/stream", additional_headers={"Authorization": f"Bearer {token}"}):
+                pass
+        await first.delete()
+        await first.close()
+        await asyncio.sleep(0.3)
+        again = RtcClient(srv.url, frames(), fps=5, api_key=token)  # the ended session gave its slot back
+        assert (await again.open(CONFIG)).status_code == 201
+        await again.delete()
+        await again.close()
+
+        short = RtcClient(srv.url, frames(), fps=5, api_key=mint(ttl_s=3))
+        assert (await short.open(CONFIG)).status_code == 201
+        await short.wait_for(lambda: any(m.get("type") == "closed" for m in short.messages), timeout=10)
+        (closed,) = [m for m in short.messages if m.get("type") == "closed"]
+        await short.close()
+        return closed
+
+    try:
+        closed = run(scenario())
+        assert closed["code"] == 4401 and closed["reason"].startswith("token_expired:"), closed
+    finally:
+        srv.stop()

@@ -65,6 +65,14 @@ def _secret(resources: dict) -> tuple[str, dict]:
     return next(iter(secrets.items()))
 
 
+def _token_keys(resources: dict) -> tuple[str, dict]:
+    secrets = {lid: r for lid, r in _of_type(resources, "AWS::SecretsManager::Secret").items()
+               if "GenerateSecretString" in r["Properties"]
+               and r["Properties"]["GenerateSecretString"].get("GenerateStringKey") == "secret"}
+    assert len(secrets) == 1, sorted(secrets)
+    return next(iter(secrets.items()))
+
+
 def _association(resources: dict, cfg) -> dict:
     associations = [r for r in _of_type(resources, "AWS::EKS::PodIdentityAssociation").values()
                     if r["Properties"]["Namespace"] == cfg.workloads.namespace]
@@ -84,6 +92,16 @@ def test_api_key_is_generated_by_secrets_manager(resources, cfg):
     assert props["GenerateSecretString"]["PasswordLength"] >= 32
     assert props["GenerateSecretString"]["ExcludePunctuation"] is True
     assert secret["DeletionPolicy"] == "Retain"
+
+
+def test_token_signing_key_is_generated_apart_from_the_master_key(resources):
+    _, secret = _token_keys(resources)
+    rules = secret["Properties"]["GenerateSecretString"]
+    # {"kid": "k1", "secret": <48 letters and digits>}: what --token-keys-secret-arn parses (docs/tokens.md).
+    assert json.loads(rules["SecretStringTemplate"]) == {"kid": "k1"}
+    assert rules["PasswordLength"] >= 32 and rules["ExcludePunctuation"] is True
+    assert "SecretString" not in secret["Properties"] and "Name" not in secret["Properties"]
+    assert secret["DeletionPolicy"] == "Delete"
 
 
 # ---------------------------------------------------------------- Pod Identity
@@ -129,7 +147,8 @@ def test_pod_identity_role_reads_the_secret_and_only_the_compile_cache_prefix(re
     assert prefix == "compile-cache/"
     bucket_arn = {"Fn::GetAtt": [bucket_id, "Arn"]}
     assert _role_statements(resources, role_id) == [
-        {"Action": "secretsmanager:GetSecretValue", "Effect": "Allow", "Resource": {"Ref": secret_id}},
+        {"Action": "secretsmanager:GetSecretValue", "Effect": "Allow",
+         "Resource": [{"Ref": secret_id}, {"Ref": _token_keys(resources)[0]}]},
         # Objects below the prefix only: get and put, no delete, nothing else in the bucket.
         {"Sid": "CompileCacheObjects", "Action": ["s3:GetObject", "s3:PutObject"], "Effect": "Allow",
          "Resource": {"Fn::Join": ["", [bucket_arn, "/compile-cache/*"]]}},
@@ -213,6 +232,7 @@ def test_pods_get_the_secret_arn_and_the_service_account(manifests, resources, c
         assert pod["serviceAccountName"] == SERVICE_ACCOUNT_NAME
         env = {e["name"]: e["value"] for e in pod["containers"][0]["env"] if "value" in e}
         assert env["SERVING_API_KEY_SECRET_ARN"] == f"<Ref:{secret_id}>"
+        assert env["SERVING_TOKEN_KEYS_SECRET_ARN"] == f"<Ref:{_token_keys(resources)[0]}>"
         assert env["AWS_REGION"] == cfg.region
         # The key reaches the server only through Secrets Manager, never as a value or a file in the manifest.
         assert not {"SERVING_API_KEY_FILE", "SERVING_API_KEY"} & set(env)
