@@ -44,7 +44,7 @@ KARPENTER_METRICS_PORT_NAME = "http-metrics"
 
 #: Route labels (serving.api.gateway.route_label) of what users call; probes, the playground page, static files and
 #: unknown paths are dropped at the collector so they neither cost money nor dilute rates and 5xx shares.
-USER_ROUTES = ("generate", "openai", "edits", "endpoints", "tokens")
+USER_ROUTES = ("generate", "openai", "edits", "endpoints", "tokens", "webrtc", "webrtc_session")
 DROPPED_ROUTES = ("healthz", "readyz", "playground", "static", "openapi", "other")
 #: The 5xx statuses the server answers with (serving.core.errors and the gateway): 500, 503 and 504.
 SERVER_ERROR_STATUSES = ("500", "503", "504")

@@ -92,7 +92,7 @@ def test_make_preflight_needs_only_the_venv():
     makefile = (REPO_ROOT / "Makefile").read_text().replace("\\\n", " ")  # Make joins continued lines
     assert re.search(r"^\.PHONY:.* preflight\b", makefile, re.M)
     assert re.search(r"^preflight: \$\(VENV\)/\.installed$", makefile, re.M)
-    out = subprocess.run(["make", "-n", "-o", ".venv/.installed", "preflight", "PREFLIGHT_ARGS=-c edge.account=1"],
+    out = subprocess.run(["make", "--no-print-directory", "-n", "-o", ".venv/.installed", "preflight", "PREFLIGHT_ARGS=-c edge.account=1"],
                          cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines() == [".venv/bin/python -m tools.preflight -c edge.account=1"]
 

@@ -10,7 +10,8 @@ from tests.serving.conftest import REPO_ROOT
 def test_client_js():
     node = shutil.which("node")
     assert node, "node is missing (make setup installs it into node_modules/.bin)"
-    result = subprocess.run([node, "--no-warnings", "--test", "tests/clients/js/client.test.mjs"], cwd=REPO_ROOT,
+    result = subprocess.run([node, "--no-warnings", "--test", "--test-reporter=tap", "tests/clients/js/client.test.mjs"], cwd=REPO_ROOT,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    # TAP named explicitly: Node 24 (the pinned one) prints its spec reporter by default even off a terminal.
     assert "# fail 0" in result.stdout and "# pass 6" in result.stdout, result.stdout[-2000:]
