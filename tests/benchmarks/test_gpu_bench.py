@@ -112,3 +112,13 @@ def test_without_a_gpu_the_full_run_says_how_to_proceed(monkeypatch, tmp_path):
 def test_a_missing_pod_file_names_the_make_target(tmp_path):
     with pytest.raises(SystemExit, match="make gpu-wheels"):
         gpu.main(["--smoke", "--out", str(tmp_path), "--pod", str(tmp_path / "absent.json")])
+
+
+def test_the_device_run_measures_baseline_fast_and_the_one_step_tiny_vae_case():
+    assert gpu.DEFAULT_VARIANTS == ["baseline", "fast", "tiny-vae"]
+    args = gpu.build_parser().parse_args(["--out", "x"])
+    matrix = gpu.matrix(args)
+    assert {(c.steps, c.cfg) for c in matrix} == {(1, True), (1, False), (25, True), (25, False)}
+    assert all(c.size == 512 for c in matrix)
+    assert gpu.VARIANTS["fast"].cases(matrix) == matrix
+    assert gpu.VARIANTS["tiny-vae"].cases(matrix) == [Case(512, 1, False)]
