@@ -15,6 +15,7 @@ Everything is downloaded with `pip download --no-deps` for CPython 3.12 on manyl
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib.metadata as metadata
 import re
 import subprocess
@@ -138,6 +139,48 @@ def carried_set(pins: dict[str, str] | None = None) -> list[Carried]:
             chosen[name] = Carried(name, version, f"needed by {parent}")
             todo.append(name)
     return sorted(chosen.values(), key=lambda c: c.name)
+
+
+# The code that runs on that machine: the server and the device check's phases (and what they import of ours).
+DEVICE_SOURCES = ("serving", "loadtest", "benchmarks/gpu.py", "benchmarks/gpu_common.py", "benchmarks/gpu_e2e.py",
+                  "benchmarks/gpu_stream.py", "benchmarks/gpu_report.py", "benchmarks/podenv.py", "benchmarks/sd21.py",
+                  "benchmarks/serverproc.py", "benchmarks/stream.py")
+LOCAL_PACKAGES = frozenset({"serving", "benchmarks", "loadtest", "tools"})
+# Loaded only with --device neuron, in the Neuron image (constraints-neuron.txt), never on the GPU machine.
+NEURON_ONLY = ("serving/backends/neuron.py",)
+
+
+def source_imports(root: Path = REPO_ROOT, sources: tuple[str, ...] = DEVICE_SOURCES) -> dict[str, str]:
+    """Top-level module -> the first file importing it, over every import statement (the lazy ones in functions
+    too) of the code that runs on the device."""
+    found: dict[str, str] = {}
+    for source in sources:
+        path = root / source
+        for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            if str(file.relative_to(root)) in NEURON_ONLY:
+                continue
+            for node in ast.walk(ast.parse(file.read_text(), str(file))):
+                names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                         [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else [])
+                for name in names:
+                    found.setdefault(name.split(".")[0], str(file.relative_to(root)))
+    return found
+
+
+def uncovered(imports: dict[str, str], carried: list[Carried]) -> list[str]:
+    """Imports that neither the standard library, this repository, the carried set nor the machine provides (or
+    that only a cluster uses): each would fail on the device. As "module (file)"."""
+    have = {c.name for c in carried} | GPU_MACHINE_PACKAGES | MACHINE_BUILDS | CLUSTER_ONLY
+    owners = metadata.packages_distributions()
+    missing = []
+    for module, where in sorted(imports.items()):
+        if module in sys.stdlib_module_names or module in LOCAL_PACKAGES or module == "__future__":
+            continue
+        # Not installed here (triton, a CUDA-only build): the module's own name stands for its distribution.
+        dists = {canonicalize_name(d) for d in owners.get(module, [module])}
+        if not dists & have:
+            missing.append(f"{module} ({where})")
+    return missing
 
 
 def download_command(carried: list[Carried], out: Path) -> list[str]:

@@ -36,6 +36,7 @@ def _run(tmp_path, pod, *args, **env) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # about 2 minutes on an idle 2-vCPU machine; several times that when it is shared
 def test_smoke_run_measures_every_phase_in_order_and_ends_with_the_table(tmp_path, nvidia_pod):
     """The rehearsal of the device run: the same script and phases on CPU with the tiny layout (make test runs it),
     so a syntax error, a missing module or a bad path fails here and not on the device."""
