@@ -4,17 +4,21 @@ the compile cache, and with the cache in each of its two forms.
     python -m benchmarks.warmstart                      # writes benchmarks/results/warmstart-cpu.json
     python -m benchmarks.warmstart --size 64 --max-images 1
 
-Every start is a fresh process with an empty inductor cache directory (TORCHINDUCTOR_CACHE_DIR), so the compile
-cache directory is its only warm state. Each builds the server's cuda backend class on a CPU pipeline (the tiny
+Every start is a fresh process. Each builds the server's cuda backend class on a CPU pipeline (the tiny
 random-weight model, float32, `--compile` in mode default), loads the compile cache, runs the server's warm-up
 (every size x guidance off/on x 1..max-images) and reports: seconds to import, to load the pipeline, to load the
 cache (per ahead-of-time function), per warmed shape, and Dynamo's counters (frames traced, graphs compiled).
 
 The starts, in order:
-- `cold`: empty cache, ahead-of-time compile on (what the first pod of a key does); it fills cache A.
-- `warm`: cache A: the ahead-of-time functions are loaded, nothing is traced.
-- `cold-jit` and `warm-jit`: the same with ahead-of-time compile off, i.e. the mega-cache alone (the behaviour
-  before serving/backends/cuda/precompiled.py): the warm start still traces every shape.
+- `cold`: empty compile cache and inductor cache directory (TORCHINDUCTOR_CACHE_DIR), ahead-of-time compile on
+  (what the first pod of a key does); it fills compile cache A.
+- `warm`: compile cache A, and the inductor directory the cold start left (the kernels' binaries are there, as
+  on a GPU, where inductor bundles the Triton kernels into the cached graphs): the ahead-of-time functions are
+  loaded, nothing is traced.
+- `warm-fresh-node`: compile cache A with an empty inductor directory: on CPU every C++ kernel of the loaded code
+  is rebuilt with the host compiler (no such step on a GPU, see above); the worst case of this proxy.
+- `cold-jit` and `warm-jit`: as `cold` and `warm` with ahead-of-time compile off, i.e. the mega-cache alone (the
+  behaviour before serving/backends/cuda/precompiled.py): the warm start still traces every shape.
 """
 from __future__ import annotations
 
@@ -32,7 +36,9 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULT = REPO_ROOT / "benchmarks" / "results" / "warmstart-cpu.json"
 MODEL = REPO_ROOT / ".cache" / "tiny-model"
-STARTS = (("cold", "a", True), ("warm", "a", True), ("cold-jit", "b", False), ("warm-jit", "b", False))
+# (name, compile cache, inductor cache directory, ahead-of-time functions on)
+STARTS = (("cold", "a", "a", True), ("warm", "a", "a", True), ("warm-fresh-node", "a", "fresh", True),
+          ("cold-jit", "b", "b", False), ("warm-jit", "b", "b", False))
 
 
 def one_start(model: Path, cache_dir: Path, size: int, max_images: int, precompiled: bool) -> dict[str, Any]:
@@ -92,8 +98,8 @@ def run(size: int, max_images: int, out: Path) -> dict[str, Any]:
                               "command": f"python -m benchmarks.warmstart --size {size} --max-images {max_images}",
                               "starts": {}})
     with tempfile.TemporaryDirectory(prefix="warmstart-") as tmp:
-        for kind, cache, precompiled in STARTS:
-            env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(Path(tmp) / f"inductor-{kind}"),
+        for kind, cache, inductor, precompiled in STARTS:
+            env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(Path(tmp) / f"inductor-{inductor}"),
                    "PYTHONPATH": str(REPO_ROOT)}
             command = [sys.executable, "-m", "benchmarks.warmstart", "--one", str(Path(tmp) / f"cache-{cache}"),
                        "--size", str(size), "--max-images", str(max_images)] + (["--jit"] if not precompiled else [])
