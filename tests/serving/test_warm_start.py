@@ -18,7 +18,7 @@ from serving.backends.cuda.backend import CudaBackend, precompile
 from serving.backends.cuda.compilecache import MANIFEST, CompileCache
 from serving.backends.cuda.optimize import CudaOptions, optimize_pipeline
 from serving.backends.cuda.precompiled import Precompiled
-from serving.backends.cuda.shapes import EAGER, FAST, RECORD, ShapePolicy, gate_module
+from serving.backends.cuda.shapes import EAGER, FAST, RECORD, ShapePolicy, gate_module, signature
 from serving.model.config import ModelDefaults
 from serving.model.loading import load_pipeline
 from tests.serving.test_compilecache import FakeS3
@@ -200,3 +200,20 @@ def start_without_cache():
     gate_module(policy, "small", module)
     policy.precompiled = Precompiled("default")
     return module, policy, None
+
+
+def test_a_function_that_fails_its_first_run_leaves_the_signature_to_the_just_in_time_path(caplog):
+    module, policy, _ = start_without_cache()
+
+    class Broken:
+        def __call__(self, *args, **kwargs):
+            raise RuntimeError("kernel launch failed")
+
+    x = SHAPES[0]
+    policy.precompiled.functions[("small", repr(signature(((x,), {}))))] = Broken()
+    with caplog.at_level(logging.WARNING, logger="serving.compilecache"), torch.inference_mode(), \
+            policy.using(RECORD):
+        out = module(x)
+    assert torch.allclose(out, module.proj(x), atol=1e-6)
+    assert not policy.precompiled.functions and len(policy.precompiled.failed) == 1
+    assert any("failed in warm-up" in r.getMessage() for r in caplog.records)

@@ -89,6 +89,15 @@ class Precompiled:
                 "gate": gate, "seconds": round(time.perf_counter() - started, 3)}})
             return function
 
+    def drop(self, gate: str, key: Any, exc: BaseException) -> None:
+        """A function that failed its first run (in warm-up): forget it; the signature compiles just in time."""
+        entry = (gate, repr(key))
+        self.functions.pop(entry, None)
+        self.compiled_here.discard(entry)
+        self.failed.add(entry)
+        log.warning("ahead-of-time function failed in warm-up; this signature compiles just in time",
+                    extra={"fields": {"gate": gate, "error": repr(exc)[:300]}})
+
     # -- the files the compile cache stores --------------------------------------------------------------------
     def dump(self) -> dict[str, bytes]:
         """File name -> bytes for every function (the manifest included); {} when none can be written."""

@@ -148,8 +148,14 @@ class Gate:
             if precompiled is not None and owner is not None:
                 method = self.eager.__func__.__name__
                 function = precompiled.function(self.name, owner, method, key, args, kwargs, compile_now)
-                if function is not None:
+                if function is not None and not compile_now:
                     return function(owner, method, *args, **kwargs)
+                if function is not None:
+                    # Warm-up is each function's first run: one that fails there is dropped for the just-in-time path.
+                    try:
+                        return function(owner, method, *args, **kwargs)
+                    except Exception as exc:  # noqa: BLE001 - the just-in-time compile serves this signature
+                        precompiled.drop(self.name, key, exc)
             return self.compiled(*args, **kwargs)
         import torch
         from torch.utils import _pytree
