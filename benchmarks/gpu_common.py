@@ -195,7 +195,8 @@ if __name__ == "__main__":
 
     # Every module a phase runs, imported once before any phase starts: a missing carried wheel or a broken import
     # fails here, in seconds, instead of costing a phase its time.
-    for module in ("serving.runtime.server", "benchmarks.gpu", "benchmarks.gpu_e2e", "benchmarks.gpu_stream",
-                   "benchmarks.gpu_report"):
+    from benchmarks.wheels import PHASE_MODULES
+
+    for module in PHASE_MODULES:
         importlib.import_module(module)
     print(json.dumps(record_versions(Path(sys.argv[1])) if len(sys.argv) > 1 else versions()))

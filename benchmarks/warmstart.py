@@ -29,6 +29,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -47,10 +48,11 @@ def one_start(model: Path, cache_dir: Path, size: int, max_images: int, precompi
     import torch
     from torch._dynamo.utils import counters
 
-    from serving.backends.cuda.backend import CudaBackend, precompile
+    from serving.backends.base import GenerationParams
+    from serving.backends.cuda.backend import WARMUP_GUIDANCE, WARMUP_STEPS, CudaBackend, precompile
     from serving.backends.cuda.compilecache import CompileCache, key_fields
     from serving.backends.cuda.optimize import CudaOptions, optimize_pipeline
-    from serving.backends.cuda.shapes import EAGER, warmed_keys
+    from serving.backends.cuda.shapes import EAGER, key_label, warmed_keys
     from serving.model.config import ModelDefaults
     from serving.model.loading import load_pipeline
 
@@ -71,12 +73,22 @@ def one_start(model: Path, cache_dir: Path, size: int, max_images: int, precompi
     cache_loaded = time.perf_counter()
     backend.warmup(sizes)
     done = time.perf_counter()
+    # The same generations once more, now served from the warmed code: what warm-up costs beyond the work itself.
+    steady = {}
+    for key in warmed_keys(sizes, max_images):
+        params = GenerationParams(prompt="warm-up", width=key[0], height=key[1], steps=WARMUP_STEPS,
+                                  guidance_scale=WARMUP_GUIDANCE if key[2] else 0.0, seed=0, n=key[3])
+        started = time.perf_counter()
+        backend.generate(params, threading.Event())
+        steady[key_label(key)] = round(time.perf_counter() - started, 3)
     functions = backend.policy.precompiled.load_seconds if backend.policy.precompiled is not None else []
     return {
         "import_s": round(imported - t0, 3), "pipeline_s": round(loaded - imported, 3),
         "cache_hit": hit, "cache_load_s": round(cache_loaded - loaded, 3),
         "function_load_s": [s for _, s in functions], "warmup_s": round(done - cache_loaded, 3),
-        "warmup_per_key_s": backend.warmup_seconds, "start_s": round(done - t0, 3),
+        "warmup_per_key_s": backend.warmup_seconds, "steady_per_key_s": steady,
+        "warmup_beyond_steady_s": round(sum(backend.warmup_seconds.values()) - sum(steady.values()), 3),
+        "start_s": round(done - t0, 3),
         "frames_traced": counters["frames"]["total"], "graphs_compiled": counters["stats"]["unique_graphs"],
         "fxgraph_cache_hit": counters["inductor"]["fxgraph_cache_hit"],
         "fxgraph_cache_miss": counters["inductor"]["fxgraph_cache_miss"],
@@ -84,7 +96,7 @@ def one_start(model: Path, cache_dir: Path, size: int, max_images: int, precompi
     }
 
 
-def run(size: int, max_images: int, out: Path) -> dict[str, Any]:
+def run(size: int, max_images: int, out: Path, starts: list[str]) -> dict[str, Any]:
     from benchmarks.gpu_common import ResultFile
 
     if not (MODEL / "model_index.json").is_file():
@@ -98,7 +110,7 @@ def run(size: int, max_images: int, out: Path) -> dict[str, Any]:
                               "command": f"python -m benchmarks.warmstart --size {size} --max-images {max_images}",
                               "starts": {}})
     with tempfile.TemporaryDirectory(prefix="warmstart-") as tmp:
-        for kind, cache, inductor, precompiled in STARTS:
+        for kind, cache, inductor, precompiled in [s for s in STARTS if s[0] in starts]:
             env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(Path(tmp) / f"inductor-{inductor}"),
                    "PYTHONPATH": str(REPO_ROOT)}
             command = [sys.executable, "-m", "benchmarks.warmstart", "--one", str(Path(tmp) / f"cache-{cache}"),
@@ -120,13 +132,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--max-images", type=int, default=1)
     p.add_argument("--out", type=Path, default=RESULT)
+    p.add_argument("--starts", default=",".join(s[0] for s in STARTS),
+                   help="which starts, in this order (comma-separated): " + ", ".join(s[0] for s in STARTS))
     p.add_argument("--one", type=Path, default=None, help=argparse.SUPPRESS)  # one start, in this process
     p.add_argument("--jit", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.one is not None:
         print(json.dumps(one_start(MODEL, args.one, args.size, args.max_images, precompiled=not args.jit)))
         return 0
-    run(args.size, args.max_images, args.out)
+    run(args.size, args.max_images, args.out, args.starts.split(","))
     return 0
 
 

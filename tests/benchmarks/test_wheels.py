@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import importlib.metadata as metadata
+import subprocess
+import sys
 
 import pytest
 from packaging.requirements import Requirement
@@ -107,3 +109,15 @@ def test_an_import_nothing_provides_is_named_with_its_file(tmp_path, carried):
     (tmp_path / "mod.py").write_text("import json\n\ndef f():\n    import fastapi, not_a_wheel.sub\n")
     imports = wheels.source_imports(tmp_path, ("mod.py",))
     assert wheels.uncovered(imports, list(carried.values())) == ["not_a_wheel (mod.py)"]
+
+
+def test_the_webrtc_stack_stays_home_and_the_server_starts_without_it(carried):
+    assert not set(carried) & wheels.WEBRTC_ONLY
+    # The device machine has none of it: every phase's modules and the app must import with it absent.
+    blocked = ["aiortc", "aioice", "av", "pylibsrtp", "OpenSSL", "pyee", "google_crc32c", "dns", "ifaddr"]
+    code = ("import sys\n"
+            f"for name in {blocked!r}: sys.modules[name] = None\n"
+            f"for name in {list(wheels.PHASE_MODULES) + ['serving.api.app']!r}: __import__(name)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=wheels.REPO_ROOT,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
