@@ -96,7 +96,7 @@ def one_start(model: Path, cache_dir: Path, size: int, max_images: int, precompi
     }
 
 
-def run(size: int, max_images: int, out: Path, starts: list[str]) -> dict[str, Any]:
+def run(size: int, max_images: int, out: Path, starts: list[str], workdir: Path | None = None) -> dict[str, Any]:
     from benchmarks.gpu_common import ResultFile
 
     if not (MODEL / "model_index.json").is_file():
@@ -107,23 +107,30 @@ def run(size: int, max_images: int, out: Path, starts: list[str]) -> dict[str, A
                               "max_images": max_images, "warmed_keys": 2 * max_images,
                               "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                                           "python": platform.python_version()},
-                              "command": f"python -m benchmarks.warmstart --size {size} --max-images {max_images}",
+                              "command": f"python -m benchmarks.warmstart --size {size} --max-images {max_images} "
+                                         f"--starts {','.join(starts)}",
                               "starts": {}})
-    with tempfile.TemporaryDirectory(prefix="warmstart-") as tmp:
-        for kind, cache, inductor, precompiled in [s for s in STARTS if s[0] in starts]:
+    plan = {s[0]: s for s in STARTS}
+    unknown = [name for name in starts if name not in plan]
+    if unknown:
+        raise SystemExit(f"--starts: unknown {unknown}; choose from {', '.join(plan)}")
+    with tempfile.TemporaryDirectory(prefix="warmstart-") as scratch:
+        tmp = str(workdir or scratch)
+        for index, (kind, cache, inductor, precompiled) in enumerate(plan[name] for name in starts):
             env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(Path(tmp) / f"inductor-{inductor}"),
                    "PYTHONPATH": str(REPO_ROOT)}
             command = [sys.executable, "-m", "benchmarks.warmstart", "--one", str(Path(tmp) / f"cache-{cache}"),
                        "--size", str(size), "--max-images", str(max_images)] + (["--jit"] if not precompiled else [])
             started = time.perf_counter()
             done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO_ROOT, check=False)
+            label = kind if kind not in result.data["starts"] else f"{kind}#{index}"
             if done.returncode != 0:
-                result.data["starts"][kind] = {"error": done.stderr[-2000:]}
+                result.data["starts"][label] = {"error": done.stderr[-2000:]}
             else:
-                result.data["starts"][kind] = {**json.loads(done.stdout.strip().splitlines()[-1]),
-                                               "process_s": round(time.perf_counter() - started, 3)}
+                result.data["starts"][label] = {**json.loads(done.stdout.strip().splitlines()[-1]),
+                                                "process_s": round(time.perf_counter() - started, 3)}
             result.write()
-            print(kind, json.dumps(result.data["starts"][kind]), flush=True)
+            print(label, json.dumps(result.data["starts"][label]), flush=True)
     return result.data
 
 
@@ -133,14 +140,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-images", type=int, default=1)
     p.add_argument("--out", type=Path, default=RESULT)
     p.add_argument("--starts", default=",".join(s[0] for s in STARTS),
-                   help="which starts, in this order (comma-separated): " + ", ".join(s[0] for s in STARTS))
+                   help="which starts, in this order (comma-separated, repeats allowed): "
+                   + ", ".join(s[0] for s in STARTS))
+    p.add_argument("--workdir", type=Path, default=None,
+                   help="keep the caches here (default: a temporary directory), so warm starts can be rerun")
     p.add_argument("--one", type=Path, default=None, help=argparse.SUPPRESS)  # one start, in this process
     p.add_argument("--jit", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.one is not None:
         print(json.dumps(one_start(MODEL, args.one, args.size, args.max_images, precompiled=not args.jit)))
         return 0
-    run(args.size, args.max_images, args.out, args.starts.split(","))
+    run(args.size, args.max_images, args.out, args.starts.split(","), args.workdir)
     return 0
 
 
