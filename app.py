@@ -16,6 +16,7 @@ from cdk_nag import AwsSolutionsChecks
 import edge_config
 from stacks.edge_cluster_stack import EdgeClusterStack
 from stacks.image_pipeline_stack import ImagePipelineStack
+from stacks.operations_stack import OperationsStack
 
 CDK_JSON = Path(__file__).resolve().parent / "cdk.json"
 
@@ -36,8 +37,9 @@ def build_app(context: Mapping[str, Any] | None = None, outdir: str | None = Non
     cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app, verbose=True))
 
     env = cdk.Environment(account=config.account, region=config.region)
-    ImagePipelineStack(app, "ImagePipelineStack", config=config, env=env)
-    EdgeClusterStack(app, "EdgeClusterStack", config=config, env=env)
+    images = ImagePipelineStack(app, "ImagePipelineStack", config=config, env=env)
+    cluster = EdgeClusterStack(app, "EdgeClusterStack", config=config, env=env)
+    OperationsStack(app, "OperationsStack", config=config, metrics=cluster.metrics, pipeline=images.pipeline, env=env)
     return app
 
 

@@ -1,6 +1,6 @@
 # Build every serving image locally, for every platform the pipeline publishes:
 #
-#   docker buildx bake                       # cuda (amd64+arm64), neuron (amd64), cpu (amd64+arm64)
+#   docker buildx bake                       # cuda (amd64), neuron (amd64), cpu (amd64+arm64)
 #   docker buildx bake cpu-amd64 --load      # one platform into the local image store
 #   HF_TOKEN=hf_xxx REGISTRY=123456789012.dkr.ecr.us-west-2.amazonaws.com TAG=dev docker buildx bake --push
 #
@@ -80,10 +80,11 @@ target "_common" {
   ])
 }
 
+# amd64 only: no NodePool launches an arm64 NVIDIA node (edge_config.pipeline's default targets say why).
 target "cuda" {
   inherits  = ["_common"]
   target    = "cuda"
-  platforms = ["linux/amd64", "linux/arm64"]
+  platforms = ["linux/amd64"]
   tags      = [image("cuda")]
 }
 
@@ -112,12 +113,6 @@ target "cuda-amd64" {
   inherits  = ["cuda"]
   platforms = ["linux/amd64"]
   tags      = ["${image("cuda")}-amd64"]
-}
-
-target "cuda-arm64" {
-  inherits  = ["cuda"]
-  platforms = ["linux/arm64"]
-  tags      = ["${image("cuda")}-arm64"]
 }
 
 target "neuron-amd64" {

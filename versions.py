@@ -32,6 +32,10 @@ NVIDIA_DEVICE_PLUGIN_CHART = ("https://nvidia.github.io/k8s-device-plugin", "nvi
 NEURON_CHART = ("oci://public.ecr.aws/neuron/neuron-helm-chart", "neuron-helm-chart", "1.5.0")
 VOLCANO_CHART = ("https://volcano-sh.github.io/helm-charts", "volcano", "1.15.1")
 KEDA_CHART = ("https://kedacore.github.io/charts", "keda", "2.20.2")
+# Spegel: the in-zone peer-to-peer image mirror (edge_constructs/peer_image_mirror.py, docs/cold-start.md). The
+# release publishes the chart as 0.7.4 (app v0.7.4); default values and template keys are vendored in
+# schemas/helm-values/spegel-0.7.4/. For an OCI chart the handler pulls `repository` and installs `chart`.
+SPEGEL_CHART = ("oci://ghcr.io/spegel-org/helm-charts/spegel", "spegel", "0.7.4")
 # cert-manager issues the device port's certificates (edge.tls). Upstream spells the chart version with a "v";
 # its CRDs (installed by the chart) and default values/schema are vendored at this tag (schemas/crds/,
 # schemas/helm-values/cert-manager-v1.21.1/).
@@ -39,6 +43,10 @@ CERT_MANAGER_CHART = ("https://charts.jetstack.io", "cert-manager", "v1.21.1")
 # external-dns publishes per-node names for edge.tls.mode "acme". It runs as one plain Deployment (a single
 # container configured by flags, no CRDs), so the whole object set is rendered and schema-checked here.
 EXTERNAL_DNS_IMAGE = "registry.k8s.io/external-dns/external-dns:v0.20.0"
+# The serving-metrics collector (charts/metrics_collector.py): the upstream contrib distribution, which carries the
+# prometheus receiver, the transform processor and the awsemf exporter together (the ADOT distribution lacks the
+# transform processor), from GitHub's registry so system nodes never meet Docker Hub's anonymous pull limit.
+OTEL_COLLECTOR_IMAGE = "ghcr.io/open-telemetry/opentelemetry-collector-releases/opentelemetry-collector-contrib:0.148.0"
 
 # Vendored CRD schemas (schemas/crds/) and the upstream release each came from.
 CRD_SOURCES: dict[str, tuple[str, str]] = {
@@ -62,6 +70,7 @@ IMAGE_BUILD_VERSIONS: dict[str, str] = {
     "PYTHON_IMAGE": "public.ecr.aws/docker/library/python:3.11.14-slim-bookworm",
     "NEURON_IMAGE": "public.ecr.aws/neuron/pytorch-inference-neuronx:2.8.0-neuronx-py311-sdk2.26.1-ubuntu22.04",
     "TORCH_VERSION": "2.13.0",
+    "TORCHVISION_VERSION": "0.28.0",  # cuda image only (stream frames' nvJPEG codec); requires torch==2.13.0
     "TORCH_CUDA_INDEX": "https://download.pytorch.org/whl/cu130",
     "TORCH_CPU_INDEX": "https://download.pytorch.org/whl/cpu",
     "OPTIMUM_NEURON_VERSION": "0.4.5",

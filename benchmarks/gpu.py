@@ -189,11 +189,14 @@ def load_server_path(settings: Any, cases: list[Case] | None = None) -> tuple[Ge
         backend.warmup(settings.warmup_shapes, keys=keys)
     else:
         backend.warmup(settings.warmup_shapes)
+    precompiled = getattr(getattr(backend, "policy", None), "precompiled", None)
     info = {"backend": backend.name, "load_s": round(loaded - t0, 3),
             "warmup_s": round(time.perf_counter() - loaded, 3),
             "warmup_sizes": settings.warmup_sizes,
             # Per warmed request key: the compile (and first run) of that shape; empty when nothing compiles.
-            "warmup_per_key_s": dict(getattr(backend, "warmup_seconds", {}) or {})}
+            "warmup_per_key_s": dict(getattr(backend, "warmup_seconds", {}) or {}),
+            # Compiled functions loaded from the compile cache instead of compiled (serving.backends.cuda.precompiled).
+            "functions_loaded": len(precompiled.load_seconds) if precompiled is not None else 0}
 
     def generate(case: Case, seed: int) -> Any:
         params = GenerationParams(prompt=gpu_common.PROMPT, width=case.size, height=case.size, steps=case.steps,
@@ -210,10 +213,21 @@ def _settings_summary(settings: Any) -> dict[str, Any]:
     return {k: getattr(settings, k) for k in keys if hasattr(settings, k)}
 
 
+def _graphs_compiled() -> int:
+    """Graphs Dynamo has compiled in this process (torch._dynamo.reset() leaves the counter alone)."""
+    from torch._dynamo.utils import counters
+
+    return counters["stats"]["unique_graphs"]
+
+
 def _free(device: str) -> None:
     import torch
 
     gc.collect()
+    # A sealed variant set Dynamo's process-wide stance to eager_on_recompile ("run mode": cached code only, never a
+    # compile), and reset() clears the caches but not the stance (torch/_dynamo/__init__.py reset,
+    # torch/_dynamo/eval_frame.py _callback_from_stance): without this the next variant would never compile.
+    torch.compiler.set_stance("default")
     torch._dynamo.reset()
     if device == "cuda":
         torch.cuda.empty_cache()
@@ -248,6 +262,7 @@ def run(args: argparse.Namespace) -> Path:
     references: dict[Case, Any] = {}
     for name in variants:
         variant = VARIANTS[name]
+        graphs_before = _graphs_compiled()
         try:
             if variant.overrides is None:
                 generate, info = load_baseline(models, device)
@@ -263,6 +278,7 @@ def run(args: argparse.Namespace) -> Path:
             print(f"{name:>10} failed to load: {type(exc).__name__}: {exc}", flush=True)
             _free(device)
             continue
+        loaded_graphs = _graphs_compiled()
         result.data["variants"][name].update(info)
         for case in variant.cases(cases):
             try:
@@ -287,6 +303,14 @@ def run(args: argparse.Namespace) -> Path:
             print(f"{name:>10} {case.label:<22} p50 {stats['p50_ms']:9.2f} ms  first {stats['first_call_ms']:9.1f} ms"
                   + (f"  diff {row['mean_abs_diff_vs_baseline']}" if row["mean_abs_diff_vs_baseline"] is not None
                      else ""), flush=True)
+        compiled = {"warmup": loaded_graphs - graphs_before, "requests": _graphs_compiled() - loaded_graphs}
+        result.data["variants"][name]["graphs_compiled"] = compiled
+        result.write()
+        # The cuda backend compiles with compile on; the CPU backend of --smoke ignores the flag.
+        if (info.get("backend") == "cuda" and info.get("settings", {}).get("compile") and not compiled["warmup"]
+                and not info.get("functions_loaded")):
+            result.append("errors", {"variant": name, "stage": "compile",
+                                     "error": "compile is on but Dynamo compiled no graph: its rows are eager"})
         del generate  # the last reference to the pipeline or backend, before the next variant loads
         _free(device)
     return result.path

@@ -34,6 +34,9 @@ STANDALONE_OVERRIDES: dict[str, str | None] = {
     "SERVING_TLS_CA_FILE": None,
     "SERVING_TLS_SERVER_NAME": None,
     "SERVING_COMPILE_CACHE_S3": None,
+    # WebRTC advertises the node's ExternalIP, read through the Kubernetes API by the pod's node name.
+    "SERVING_WEBRTC_PUBLIC_HOST": None,
+    "NODE_NAME": None,
 }
 # Set by the benchmark per run (the flags win over the env anyway; removed so the file shows only pod settings).
 BENCHMARK_OWNED = ("SERVING_MODEL", "SERVING_PORT", "SERVING_METRICS_PORT", "SERVING_HOST")
@@ -54,10 +57,10 @@ def render(accelerator: str = "nvidia") -> dict[str, Any]:
                           f"{container['command']!r}); the benchmark runs `python -m serving serve` with its args")
     env: dict[str, str] = {}
     for item in container.get("env", []):
-        if "value" not in item:
+        if "value" not in item and item["name"] not in STANDALONE_OVERRIDES:
             raise PodEnvError(f"env {item['name']} takes its value from the cluster (valueFrom); add it to "
                               "benchmarks.podenv.STANDALONE_OVERRIDES")
-        env[item["name"]] = item["value"]
+        env[item["name"]] = item.get("value", "")
     removed = sorted(name for name in env if name in STANDALONE_OVERRIDES or name in BENCHMARK_OWNED)
     for name in removed:
         env.pop(name)

@@ -2,7 +2,8 @@
 
 Classes, drawn at random (seeded): valid /generate and OpenAI requests, bad inputs (malformed JSON, invalid
 fields, blank prompts, an oversized body, a wrong key), clients that disconnect before their answer, and slow
-readers of a large OpenAI response. Reports the 5xx count (must be 0), requests lost after admission (an
+readers of a large OpenAI response; then the drain phase (benchmarks/drain.py: slow readers of answers larger
+than the socket buffers, SIGTERM, every answer must arrive whole while the server still runs). Reports the 5xx count (must be 0), requests lost after admission (an
 admitted request whose client stayed but got no complete answer; must be 0), the server's RSS growth, the 499s the
 server logged, and p50/p99 latency per class. Writes benchmarks/results/soak-cpu.json.
 
@@ -161,6 +162,9 @@ def run(requests: int, concurrency: int, seed: int) -> dict:
         rss_after = _rss_kib(server.proc.pid)
         # Probe lines are left out: /readyz answers 503 until the model is loaded, by design.
         logged = [e for e in server.log_entries() if e.get("msg") == "request" and e.get("path") not in ("/readyz", "/healthz")]
+    from benchmarks import drain
+
+    drained = drain.run(model, key_file, KEY)
     server_5xx = sum(1 for e in logged if e.get("status", 0) >= 500)
     by_kind: dict[str, dict] = {}
     for kind in CLASSES:
@@ -182,6 +186,7 @@ def run(requests: int, concurrency: int, seed: int) -> dict:
         "rss_kib_before": rss_before, "rss_kib_after": rss_after, "rss_growth_kib": rss_after - rss_before,
         "rss_kib_peak_by_quarter": _rss_by_quarter(samples, wall_s),
         "warmup_ok": sum(1 for r in warm if r["status"] == 200), "classes": by_kind,
+        "drain_slow_readers": drained,
         # Latencies move with the machine's other load; RSS and the counts do not.
         "host": {"python": platform.python_version(), "machine": platform.machine(),
                  "load_average_1m_at_start": load_at_start, "load_average_1m_at_end": round(os.getloadavg()[0], 2)},
@@ -201,7 +206,10 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps({k: v for k, v in result.items() if k != "classes"}))
     for kind, row in result["classes"].items():
         print(f"{kind:12s} n={row['count']:5d} p50={row['p50_ms']} ms p99={row['p99_ms']} ms statuses={row['statuses']}")
+    from benchmarks.drain import passed
+
     ok = result["client_5xx"] == 0 and result["server_logged_5xx"] == 0 and result["lost_after_admission"] == 0
+    ok = ok and passed(result["drain_slow_readers"])
     return 0 if ok else 1
 
 

@@ -10,6 +10,7 @@ from edge_config import WorkloadsConfig
 HTTP_PORT = 8080
 METRICS_PORT = 9090
 HTTP_PORT_NAME = "http"
+HTTPS_PORT_NAME = "https"
 METRICS_PORT_NAME = "metrics"
 READINESS_PATH = "/readyz"
 LIVENESS_PATH = "/healthz"
@@ -103,3 +104,8 @@ def server_drain_timeout_s(workloads: WorkloadsConfig) -> int:
 def termination_grace_seconds(workloads: WorkloadsConfig) -> int:
     """preStop sleep, then the server's own drain, then a margin: SIGKILL never cuts a drain short."""
     return workloads.prestop_sleep_s + server_drain_timeout_s(workloads) + GRACE_MARGIN_S
+
+
+def serving_port_name(tls_enabled: bool) -> str:
+    """The public port's name says what it speaks: the name is what tools and people read for the protocol."""
+    return HTTPS_PORT_NAME if tls_enabled else HTTP_PORT_NAME

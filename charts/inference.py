@@ -90,19 +90,25 @@ class InferenceChart(cdk8s.Chart):
             self, "service-account", automount_token=False,
             metadata=cdk8s.ApiObjectMetadata(name=service_account_name, namespace=namespace, labels=COMMON_LABELS))
         inventory_rbac(self, namespace=namespace, service_account=service_account)
-        edge_service(self, namespace=namespace, node_port=workloads.node_port)
-        ingress_policy(self, namespace=namespace, autoscaler_namespace=autoscaler_namespace)
+        edge_service(self, namespace=namespace, node_port=workloads.node_port, tls_enabled=tls.enabled)
+        ingress_policy(self, namespace=namespace, autoscaler_namespace=autoscaler_namespace,
+                       udp_ports=workloads.webrtc_ports if "nvidia" in accelerators else None)
         env = {**_server_env(workloads, api_key_secret_arn=api_key_secret_arn, region=region), **server_tls_env(tls)}
         if tls.enabled:
             serving_certificate(self, namespace=namespace, tls=tls)
         for accelerator in accelerators:
             # Only the cuda server has the GPU fast path; the Neuron server runs its compiled static shape.
             fast_path = cuda_env(workloads, compile_cache_bucket) if accelerator == "nvidia" else {}
+            # WebRTC media only where frame streams run (Neuron serves no image-to-image).
+            udp_ports = workloads.webrtc_ports if accelerator == "nvidia" else None
+            if udp_ports:
+                fast_path = {**fast_path, "SERVING_WEBRTC_PORTS": f"{udp_ports[0]}-{udp_ports[1]}",
+                             "SERVING_WEBRTC_PUBLIC_HOST": "node"}
             InferenceDeployment(
                 self, f"deployment-{accelerator}", accelerator=accelerator, image=images[accelerator],
                 namespace=namespace, workloads=workloads, service_account=service_account,
                 env={"SERVING_DEVICE": ACCELERATORS[accelerator]["device"], **env, **fast_path},
-                tls_secret=SERVING_SECRET if tls.enabled else None)
+                tls_secret=SERVING_SECRET if tls.enabled else None, udp_ports=udp_ports)
             metrics_service(self, accelerator, namespace=namespace)
             load_scaler(self, accelerator, namespace=namespace, workloads=workloads)
 

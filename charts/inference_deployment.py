@@ -25,12 +25,18 @@ def _http_probe(path: str, *, period_s: int, failures: int, success: int | None 
         timeout_seconds=Duration.seconds(c.PROBE_TIMEOUT_S), failure_threshold=failures, success_threshold=success)
 
 
-def _checkov_skips(workloads: WorkloadsConfig) -> dict[str, str]:
+def _checkov_skips(workloads: WorkloadsConfig, udp_ports: tuple[int, int] | None = None) -> dict[str, str]:
+    skips = {}
+    if udp_ports:
+        skips["checkov.io/skip3"] = (
+            "CKV_K8S_26=WebRTC media must reach the pod on the node's public IP at the port its ICE candidate "
+            "names; a NodePort cannot keep the port number, so each media port is a UDP hostPort of the same number "
+            "(edge.workloads.webrtc_first_port/webrtc_port_count), open to edge.allowed_client_cidrs only")
     if workloads.image_reference_is_digest:
-        return {}
-    skips = {"checkov.io/skip1": (
+        return skips
+    skips["checkov.io/skip1"] = (
         "CKV_K8S_43=the image follows the tag in edge.workloads.image_tag (set a sha256: digest there "
-        "to pin it); imagePullPolicy Always re-resolves the tag on every pod start")}
+        "to pin it); imagePullPolicy Always re-resolves the tag on every pod start")
     if workloads.image_tag == "latest":
         skips["checkov.io/skip2"] = (
             "CKV_K8S_14=the default tracks the pipeline's moving tag so a first deploy needs no digest; "
@@ -38,12 +44,22 @@ def _checkov_skips(workloads: WorkloadsConfig) -> dict[str, str]:
     return skips
 
 
+def _media_ports(udp_ports: tuple[int, int] | None) -> list[kplus.ContainerPort]:
+    """WebRTC media: each UDP port of the range as a hostPort of the same number (ICE candidates name the port the
+    server bound, so node port and pod port must be equal; a hostPort also keeps one such pod per node)."""
+    if not udp_ports:
+        return []
+    first, last = udp_ports
+    return [kplus.ContainerPort(name=f"rtc-{port - first}", number=port, host_port=port, protocol=kplus.Protocol.UDP)
+            for port in range(first, last + 1)]
+
+
 class InferenceDeployment(Construct):
     """The Deployment that serves one accelerator, and the disruption budget that keeps its drains one at a time."""
 
     def __init__(self, scope: Construct, construct_id: str, *, accelerator: str, image: str, namespace: str,
                  workloads: WorkloadsConfig, service_account: kplus.IServiceAccount, env: dict[str, str],
-                 tls_secret: str | None = None) -> None:
+                 tls_secret: str | None = None, udp_ports: tuple[int, int] | None = None) -> None:
         super().__init__(scope, construct_id)
         w = workloads
         spec = c.ACCELERATORS[accelerator]
@@ -53,7 +69,7 @@ class InferenceDeployment(Construct):
         self.deployment = kplus.Deployment(
             self, "deployment",
             metadata=cdk8s.ApiObjectMetadata(name=name, namespace=namespace, labels={**c.COMMON_LABELS, **selector},
-                                             annotations=_checkov_skips(w) or None),
+                                             annotations=_checkov_skips(w, udp_ports) or None),
             pod_metadata=cdk8s.ApiObjectMetadata(labels={**c.COMMON_LABELS, **selector}),
             # Our own labels select the pods (the PDB, Services and ScaledObject use the same ones).
             select=False,
@@ -104,8 +120,9 @@ class InferenceDeployment(Construct):
             else kplus.ImagePullPolicy.ALWAYS,
             # No command/args: the image's ENTRYPOINT is already `python -m serving serve`, configured by env.
             env_variables={key: kplus.EnvValue.from_value(value) for key, value in env.items()},
-            ports=[kplus.ContainerPort(name=c.HTTP_PORT_NAME, number=c.HTTP_PORT, protocol=kplus.Protocol.TCP),
-                   kplus.ContainerPort(name=c.METRICS_PORT_NAME, number=c.METRICS_PORT, protocol=kplus.Protocol.TCP)],
+            ports=[kplus.ContainerPort(name=c.serving_port_name(https), number=c.HTTP_PORT, protocol=kplus.Protocol.TCP),
+                   kplus.ContainerPort(name=c.METRICS_PORT_NAME, number=c.METRICS_PORT, protocol=kplus.Protocol.TCP),
+                   *_media_ports(udp_ports)],
             # Guaranteed QoS: requests == limits, so the kubelet evicts these pods last under pressure.
             resources=kplus.ContainerResources(
                 cpu=kplus.CpuResources(request=cpu, limit=cpu),
@@ -126,6 +143,10 @@ class InferenceDeployment(Construct):
                 seccomp_profile=kplus.SeccompProfile(type=kplus.SeccompProfileType.RUNTIME_DEFAULT)),
             volume_mounts=mounts,
         )
+        if udp_ports:
+            # The server looks up this node's ExternalIP (the address its ICE candidates advertise) by name.
+            self.deployment.containers[0].env.add_variable(
+                "NODE_NAME", kplus.EnvValue.from_field_ref(kplus.EnvFieldPaths.NODE_NAME))
         self._escape_hatches(accelerator, w)
         self.disruption_budget = k8s.KubePodDisruptionBudget(
             self, "pdb",

@@ -30,7 +30,7 @@ _PSS = {f"pod-security.kubernetes.io/{mode}{suffix}": value
 
 def fqdn_template(node_domain: str) -> str:
     """Dots in node names become dashes: one DNS label per node, covered by the wildcard `*.<node_domain>`
-    (serving.fleet.inventory.node_dns_name computes the same name for /v1/endpoints)."""
+    (serving.fleet.objects.node_dns_name computes the same name for /v1/endpoints)."""
     return '{{ .Name | replace "." "-" }}.' + node_domain
 
 

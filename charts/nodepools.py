@@ -1,7 +1,9 @@
 """Karpenter EC2NodeClasses and NodePools (karpenter.k8s.aws/v1, karpenter.sh/v1) as a cdk8s chart, built from the
 classes `cdk8s import` generates from the vendored Karpenter CRDs.
 
-One EC2NodeClass per Local Zone (its own subnet, gp2 unless the zone offers gp3) plus one for the region.
+One EC2NodeClass per Local Zone (its own subnet, gp2 unless the zone offers gp3) plus one for the region. A class
+whose pools' families carry NVMe instance store puts containerd and the kubelet on it (``instanceStorePolicy:
+RAID0``); Local Zone classes also carry the containerd settings of the in-zone peer mirror (charts/image_cache.py).
 Per enabled accelerator: a NodePool per Local Zone that offers it (weight 100) and a region fallback (weight 10),
 so Karpenter tries the Local Zone first and falls back to the parent region when the zone has no capacity.
 """
@@ -13,7 +15,7 @@ import cdk8s
 from constructs import Construct
 
 import versions
-from charts.image_cache import data_volume, user_data
+from charts.image_cache import check_local_zone_node_class, data_volume, user_data
 from edge_config import ARM64_FAMILIES, EdgeConfig, NodeImageCacheConfig
 from imports.karpenter.sh import karpenter
 from imports.karpenter_aws.aws.k8s import karpenter as karpenter_aws
@@ -32,6 +34,9 @@ DEVICE_RESOURCES = {"nvidia": "nvidia.com/gpu", "neuron": "aws.amazon.com/neuron
 # Families the parent region offers for the fallback pools. No g5g: its T4G (sm_75) has no kernels in the arm64
 # cu130 torch build (versions.TORCH_CUDA_ARCHS), so a CUDA pod there could start but not run.
 REGION_FAMILIES = {"nvidia": ("g6", "g5", "g4dn"), "neuron": ("inf2",)}
+# Families whose every size carries local NVMe SSD instance store (the "Instance store specifications" table of
+# docs.aws.amazon.com/ec2/latest/instancetypes/ac.html); g5g and inf2 are EBS-only.
+NVME_INSTANCE_STORE_FAMILIES = frozenset({"g4dn", "g5", "g6", "g6e", "gr6"})
 LOCAL_ZONE_WEIGHT = 100
 REGION_WEIGHT = 10
 # Root volume: the serving images are ~20 GB compressed (weights + Neuron artifacts) and unpack to more.
@@ -46,11 +51,22 @@ class NodeClassSpec:
     zone_type: str
     zones: tuple[str, ...]
     gp3: bool
+    # Every family of the pools on this class (only the enabled accelerators').
+    families: tuple[str, ...] = ()
+
+    @property
+    def instance_store(self) -> bool:
+        """RAID0 over the instance store where the pools' families have one (Karpenter ignores the policy on an
+        instance type without instance store, so a mixed class, e.g. g5 + inf2, still launches both)."""
+        return any(f in NVME_INSTANCE_STORE_FAMILIES for f in self.families)
 
 
 def node_classes(config: EdgeConfig) -> list[NodeClassSpec]:
-    classes = [NodeClassSpec(f"lz-{lz.name}", "local-zone", (lz.name,), lz.gp3_available) for lz in config.local_zones]
-    classes.append(NodeClassSpec("region", "region", tuple(config.region_azs), True))
+    classes = [NodeClassSpec(f"lz-{lz.name}", "local-zone", (lz.name,), lz.gp3_available,
+                             tuple(f for a in config.accelerators for f in lz.families_for(a)))
+               for lz in config.local_zones]
+    classes.append(NodeClassSpec("region", "region", tuple(config.region_azs), True,
+                                 tuple(f for a in config.accelerators for f in REGION_FAMILIES[a])))
     return classes
 
 
@@ -61,8 +77,11 @@ _TAINT_EFFECTS = {"NoSchedule": karpenter.NodePoolSpecTemplateSpecTaintsEffect.N
 def _node_class(scope: Construct, spec: NodeClassSpec, *, cluster_name: str, node_role: str,
                 image_cache_snapshot_id: str | None, image_cache: NodeImageCacheConfig) -> None:
     gp3 = spec.gp3
-    # Only the Local Zone nodes run the cached images; a new snapshot id drifts them onto the newer cache.
-    cached = image_cache_snapshot_id is not None and spec.zone_type == "local-zone"
+    local_zone = spec.zone_type == "local-zone"
+    # The snapshot cache only where no instance store takes containerd: in a Local Zone the restored volume fills
+    # lazily from S3 in the parent region, slower than a peer pull onto NVMe (docs/cold-start.md). A new snapshot
+    # id drifts the cached nodes onto the newer cache.
+    cached = image_cache_snapshot_id is not None and local_zone and not spec.instance_store
     karpenter_aws.Ec2NodeClass(
         scope, f"EC2NodeClass-{spec.name}",
         metadata=cdk8s.ApiObjectMetadata(name=spec.name, labels={ZONE_TYPE_LABEL: spec.zone_type}),
@@ -97,7 +116,9 @@ def _node_class(scope: Construct, spec: NodeClassSpec, *, cluster_name: str, nod
                     throughput=250 if gp3 else None,
                 ),
             )] + ([data_volume(image_cache_snapshot_id, image_cache, gp3=gp3)] if cached else []),
-            user_data=user_data() if cached else None,
+            instance_store_policy=(karpenter_aws.Ec2NodeClassSpecInstanceStorePolicy.RAID0 if spec.instance_store
+                                   else None),
+            user_data=user_data(peer_mirror=local_zone, cache=cached),
             tags={"edge-diffusion.aws/cluster": cluster_name},
         ),
     )
@@ -170,6 +191,10 @@ class NodePoolsChart(cdk8s.Chart):
         for spec in classes:
             _node_class(self, spec, cluster_name=config.cluster_name, node_role=node_role,
                         image_cache_snapshot_id=image_cache_snapshot_id, image_cache=config.node_image_cache)
+        # Synth-time rule: fail here, not at the first Local Zone launch.
+        for obj in self.to_json():
+            if obj["kind"] == "EC2NodeClass" and obj["metadata"]["labels"][ZONE_TYPE_LABEL] == "local-zone":
+                check_local_zone_node_class(obj)
         for accelerator in config.accelerators:
             for lz in config.local_zones_offering(accelerator):
                 _node_pool(self, name=f"{accelerator}-{lz.name}", accelerator=accelerator,

@@ -9,14 +9,14 @@ from constructs import Construct
 from charts import contract as c
 
 
-def edge_service(scope: Construct, *, namespace: str, node_port: int) -> kplus.Service:
+def edge_service(scope: Construct, *, namespace: str, node_port: int, tls_enabled: bool) -> kplus.Service:
     service = kplus.Service(
         scope, "edge-service",
         metadata=cdk8s.ApiObjectMetadata(name=c.SERVICE_NAME, namespace=namespace,
                                          labels={**c.COMMON_LABELS, "app.kubernetes.io/component": c.COMPONENT}),
         type=kplus.ServiceType.NODE_PORT,
         # The public port only; the metrics port stays on the ClusterIP metrics Services.
-        ports=[kplus.ServicePort(name=c.HTTP_PORT_NAME, port=c.HTTP_PORT, target_port=c.HTTP_PORT,
+        ports=[kplus.ServicePort(name=c.serving_port_name(tls_enabled), port=c.HTTP_PORT, target_port=c.HTTP_PORT,
                                  node_port=node_port, protocol=kplus.Protocol.TCP)],
     )
     for key, value in c.SERVING_SELECTOR.items():

@@ -28,6 +28,7 @@ from edge_config.network import (
     SystemNodesConfig,
     region_subnet_cidrs,
 )
+from edge_config.observability import LATENCY_BUCKET_BOUNDS, ObservabilityConfig
 from edge_config.pipeline import BuildTarget, NeuronCompileConfig, PipelineConfig
 from edge_config.tls import AcmeConfig, TLSConfig
 from edge_config.workloads import WorkloadsConfig
@@ -35,7 +36,7 @@ from edge_config.workloads import WorkloadsConfig
 __all__ = [
     "ACCELERATORS", "ACCELERATOR_FAMILIES", "ARCHITECTURES", "ARM64_FAMILIES", "CONTEXT_KEY", "FAMILY_ACCELERATOR",
     "IMAGE_FLAVORS", "AcmeConfig", "TLSConfig", "REGION_PRIVATE_SUBNET_MASK", "REGION_PUBLIC_SUBNET_MASK", "BuildTarget", "CompileCacheConfig", "ConfigError", "CudaPathConfig",
-    "EdgeConfig", "LocalZoneConfig", "NeuronCompileConfig", "NodeImageCacheConfig", "NodePoolLimits", "PipelineConfig",
+    "EdgeConfig", "LocalZoneConfig", "NeuronCompileConfig", "NodeImageCacheConfig", "NodePoolLimits", "ObservabilityConfig", "LATENCY_BUCKET_BOUNDS", "PipelineConfig",
     "SystemNodesConfig",
     "WorkloadsConfig", "load_config", "merge_context", "region_subnet_cidrs",
 ]

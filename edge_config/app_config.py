@@ -9,10 +9,11 @@ from typing import Annotated, Any, Literal, Mapping
 from pydantic import Field, StrictBool, ValidationInfo, field_serializer, field_validator, model_validator
 
 import versions
-from edge_config.catalog import ACCELERATORS, Accelerator
+from edge_config.catalog import ACCELERATORS, ARM64_FAMILIES, FAMILY_ACCELERATOR, Accelerator
 from edge_config.errors import FieldProblem, Hint
 from edge_config.fields import Section, cidr_list, ipv4_network, unique
 from edge_config.image_cache import NodeImageCacheConfig
+from edge_config.observability import ObservabilityConfig
 from edge_config.network import LocalZoneConfig, NodePoolLimits, SystemNodesConfig, region_subnet_cidrs
 from edge_config.pipeline import PipelineConfig
 from edge_config.tls import TLSConfig
@@ -68,6 +69,9 @@ class EdgeConfig(Section):
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig, description="ImagePipelineStack settings.")
     workloads: WorkloadsConfig = Field(default_factory=WorkloadsConfig, description="Inference workload settings.")
     tls: TLSConfig = Field(default_factory=TLSConfig, description="TLS on the device NodePort (cert-manager).")
+    observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig, description="Serving metrics "
+                                               "in CloudWatch, the cluster's dashboard and alarms "
+                                               "(docs/operations.md).")
 
     @field_validator("region_azs")
     @classmethod
@@ -172,6 +176,12 @@ class EdgeConfig(Section):
                 raise FieldProblem(f"{zone.name} offers none of the enabled accelerators {list(self.accelerators)}",
                                    "list an instance family the zone offers for an enabled accelerator, or enable it",
                                    ("local_zones", i, "instance_families"))
+        zones = [lz.name for lz in self.local_zones]
+        for zone in self.observability.zone_p99_latency_slo_s:
+            if zone not in zones:
+                raise FieldProblem(f"{zone!r} is not one of edge.local_zones {zones}", "key the override by a "
+                                   "configured Local Zone name", ("observability", "zone_p99_latency_slo_s", zone))
+        self._check_targets_have_nodes()
         spares = self.workloads.warm_spare_nodes
         for accelerator in self.accelerators:
             devices = self.nodepool_limits[accelerator].devices
@@ -182,6 +192,16 @@ class EdgeConfig(Section):
                     "never all be booted", "lower warm_spare_nodes or raise the pool's device limit",
                     ("workloads", "warm_spare_nodes"))
         return self
+
+    def _check_targets_have_nodes(self) -> None:
+        """A cuda image is built only for an architecture some NVIDIA NodePool launches (the region pools are x86)."""
+        nvidia_arches = {"amd64"} | {"arm64" for zone in self.local_zones for family in zone.instance_families
+                                     if family in ARM64_FAMILIES and FAMILY_ACCELERATOR[family] == "nvidia"}
+        for i, target in enumerate(self.pipeline.targets):
+            if target.accelerator == "cuda" and target.arch not in nvidia_arches:
+                raise FieldProblem(f"no NodePool launches an NVIDIA {target.arch} node, so nothing could run this "
+                                   "cuda image", f"remove the cuda {target.arch} target (the NVIDIA pools are "
+                                   f"{', '.join(sorted(nvidia_arches))})", ("pipeline", "targets", i, "arch"))
 
     def _check_subnets(self) -> None:
         """Every subnet of the VPC is disjoint: region subnets (as ec2.Vpc allocates them) and each Local Zone

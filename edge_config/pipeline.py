@@ -49,8 +49,11 @@ class NeuronCompileConfig(Section):
         return value
 
 
+# Only images a node can run: every NVIDIA family the config accepts is x86 (g5g's T4G has no kernels in the arm64
+# torch build, see edge_config/network.py), so there is no cuda arm64 image. The cpu image keeps arm64 for local runs
+# on arm64 machines (and Graviton test clusters); no NodePool schedules it.
 _DEFAULT_TARGETS = tuple(BuildTarget(accelerator=acc, arch=arch) for acc, arch in (
-    ("cuda", "amd64"), ("cuda", "arm64"), ("neuron", "amd64"), ("cpu", "amd64"), ("cpu", "arm64")))
+    ("cuda", "amd64"), ("neuron", "amd64"), ("cpu", "amd64"), ("cpu", "arm64")))
 # CodeBuild compute types that fit the image builds (LINUX_CONTAINER and ARM_CONTAINER both offer them).
 BuildComputeType = Literal["BUILD_GENERAL1_LARGE", "BUILD_GENERAL1_XLARGE"]
 # The Neuron compile runs on x86 only; the largest types have the memory a UNet compile needs.

@@ -34,6 +34,22 @@ class AcmeConfig(Section):
         LETS_ENCRYPT_PRODUCTION, pattern=r"^https://\S+$",
         description="ACME directory; Let's Encrypt production by default (its staging directory for trials).")
 
+    caa_issuer: Annotated[str, _DNS_HINT] = Field(
+        "letsencrypt.org", pattern=DNS_NAME_PATTERN, max_length=253,
+        description="The CA's CAA issuer domain (RFC 8659) put in the CAA record at the node subdomain: no other CA "
+                    "may issue for `<node>.<node_subdomain>.<zone>`.")
+    account_uri: Annotated[str | None, Hint("give the ClusterIssuer's status.acme.uri, an https URL, or null")] = (
+        Field(None, pattern=r"^https://[^\s;\\\"]+$", max_length=500,
+              description="ACME account URL (RFC 8657 `accounturi`), read from the ClusterIssuer's `status.acme.uri` "
+                          "after the first issuance: the CAA record then lets only this account issue. Null limits "
+                          "issuance to the CA and DNS-01 only."))
+
+    @property
+    def caa_value(self) -> str:
+        """The CAA `issue` value: this CA, DNS-01 only, and with `account_uri` this ACME account only."""
+        account = f"; accounturi={self.account_uri}" if self.account_uri else ""
+        return f"{self.caa_issuer}{account}; validationmethods=dns-01"
+
     @property
     def node_domain(self) -> str:
         return f"{self.node_subdomain}.{self.hosted_zone_name}"
@@ -67,6 +83,10 @@ class TLSConfig(Section):
                                "clear text", "keep \"private-ca\" (the default) or \"acme\", or set "
                                "edge.tls.allow_plaintext_nodeport to true to accept plain HTTP", ("mode",))
         if self.mode == "acme":
+            if "letsencrypt.org" not in self.acme.directory_url and self.acme.caa_issuer == "letsencrypt.org":
+                raise FieldProblem("is Let's Encrypt's CAA domain, but directory_url names another CA, which the CAA "
+                                   "record would then forbid to issue", "set edge.tls.acme.caa_issuer to that CA's "
+                                   "CAA issuer domain", ("acme", "caa_issuer"))
             for name in ("hosted_zone_id", "hosted_zone_name"):
                 if getattr(self.acme, name) is None:
                     raise FieldProblem("is required with mode \"acme\"", "name the Route 53 public hosted zone "

@@ -27,6 +27,12 @@ class WorkloadsConfig(Section):
 
     image_tag: str = Field("latest", description="Image tag the Deployment runs, or a `sha256:` digest to pin it.")
     node_port: int = Field(30080, ge=30000, le=32767, description="NodePort devices call on the nodes' public IPs.")
+    webrtc_first_port: int = Field(
+        40000, ge=1024, le=65000,
+        description="First UDP port of the WebRTC media range (nvidia pods: hostPorts, node security group).")
+    webrtc_port_count: int = Field(
+        16, ge=0, le=64,
+        description="UDP ports per node for WebRTC media (one per open WebRTC stream); 0 turns WebRTC's UDP path off.")
     namespace: Annotated[str, Hint("use a DNS label: lowercase letters, digits and '-', at most 63 characters")] = (
         Field("edge-diffusion", pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$",
               description="Namespace of the inference objects."))
@@ -101,6 +107,13 @@ class WorkloadsConfig(Section):
                                "warm fewer sizes, lower max_images or compile_budget_per_shape_s",
                                ("cuda", "warmup_sizes"))
         return self
+
+    @property
+    def webrtc_ports(self) -> tuple[int, int] | None:
+        """The WebRTC media range (first, last), inclusive; None when off."""
+        if not self.webrtc_port_count:
+            return None
+        return self.webrtc_first_port, self.webrtc_first_port + self.webrtc_port_count - 1
 
     @property
     def image_reference_is_digest(self) -> bool:

@@ -10,7 +10,7 @@ from charts.node_dns import NodeDnsChart
 from charts.tls import TlsIssuersChart
 from edge_config import EdgeConfig
 from edge_constructs.cert_manager import CERT_MANAGER_NAMESPACE, CertManager
-from edge_constructs.node_dns import NodeDnsIdentity
+from edge_constructs.node_dns import NodeCaaRecord, NodeDnsIdentity
 
 
 class DeviceTls(Construct):
@@ -32,7 +32,9 @@ class DeviceTls(Construct):
         # The chart installs the CRDs and waits for the webhook that admits these objects.
         self.issuers.node.add_dependency(self.cert_manager.chart)
         self.node_dns: eks.KubernetesManifest | None = None
+        self.caa: NodeCaaRecord | None = None
         if tls.mode == "acme":
+            self.caa = NodeCaaRecord(self, "NodeCaa", acme=tls.acme)
             identity = NodeDnsIdentity(self, "NodeDnsIdentity", cluster=cluster, acme=tls.acme)
             self.node_dns = cluster.add_cdk8s_chart("NodeDns", NodeDnsChart(
                 cdk8s.App(), "node-dns", acme=tls.acme, local_zones=[zone.name for zone in config.local_zones],

@@ -10,7 +10,8 @@ from edge_constructs.nag import acknowledge
 
 
 class InferenceNodePortAccess(Construct):
-    """One ingress rule per allowed client CIDR: TCP, exactly the NodePort, on the Karpenter nodes' group."""
+    """Per allowed client CIDR: TCP, exactly the NodePort, and the WebRTC media UDP range, on the Karpenter nodes'
+    group."""
 
     def __init__(
         self,
@@ -21,6 +22,7 @@ class InferenceNodePortAccess(Construct):
         node_port: int,
         client_cidrs: Sequence[str],
         allow_public: bool,
+        udp_ports: tuple[int, int] | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         if not client_cidrs:
@@ -52,3 +54,24 @@ class InferenceNodePortAccess(Construct):
                     "TCP port, API-key protected, and serves only the inference API (metrics stay internal).",
                 )
             self.rules.append(rule)
+            if udp_ports:
+                # WebRTC media (DTLS-SRTP) to the nvidia pods' UDP hostPorts, from the same client networks only.
+                media = ec2.CfnSecurityGroupIngress(
+                    self,
+                    f"WebRtcClient{index}",
+                    group_id=security_group.security_group_id,
+                    ip_protocol="udp",
+                    from_port=udp_ports[0],
+                    to_port=udp_ports[1],
+                    cidr_ip=cidr,
+                    description=f"edge-diffusion WebRTC media UDP {udp_ports[0]}-{udp_ports[1]} from client network "
+                                f"{cidr}",
+                )
+                if public:
+                    acknowledge(
+                        media,
+                        "AwsSolutions-EC23",
+                        "edge.allow_public_nodeport is true: the operator chose a public endpoint. The WebRTC media "
+                        "ports accept only DTLS-SRTP for sessions the API-key protected signalling set up.",
+                    )
+                self.rules.append(media)

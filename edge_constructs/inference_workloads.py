@@ -73,6 +73,8 @@ class InferenceWorkloads(Construct):
             node_port=workloads.node_port,
             client_cidrs=config.allowed_client_cidrs,
             allow_public=config.allow_public_nodeport,
+            # Only the nvidia pods run frame streams, so only they take WebRTC media.
+            udp_ports=workloads.webrtc_ports if "nvidia" in config.accelerators else None,
         )
         self.images = {
             accelerator: pipeline_image_uri(self, config, ACCELERATORS[accelerator]["flavor"])

@@ -7,6 +7,10 @@ then the NodePools/EC2NodeClasses are deleted while Karpenter still runs (it rem
 and launch templates), and only then is Karpenter uninstalled. Terminating directly, instead of relying on a
 NodePool deletion that drains for up to the NodePools' 15-minute termination grace, keeps every step inside
 the 15-minute Lambda limit of the kubectl handler and of this function.
+
+With edge.tls.mode "acme" the same deletion, once the nodes are gone, removes the Route 53 records the cluster's
+external-dns owns; the external-dns manifest depends on this resource, so it is deleted (and stops publishing)
+before the records go.
 """
 from __future__ import annotations
 
@@ -19,6 +23,8 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct, IDependable
 
+from edge_config import AcmeConfig
+from edge_constructs.cert_manager import route53_zone_arn
 from edge_constructs.nag import acknowledge
 
 HANDLER_DIR = Path(__file__).resolve().parent / "handlers"
@@ -29,7 +35,7 @@ class KarpenterNodeTeardown(Construct):
     """A custom resource whose deletion removes every Karpenter node of the cluster (no-op on create/update)."""
 
     def __init__(self, scope: Construct, construct_id: str, *, cluster_name: str, vpc: ec2.IVpc,
-                 after: list[IDependable]) -> None:
+                 after: list[IDependable], acme: AcmeConfig | None = None, dns_owner_id: str | None = None) -> None:
         super().__init__(scope, construct_id)
         log_group = logs.LogGroup(self, "Logs", retention=logs.RetentionDays.ONE_MONTH,
                                   removal_policy=cdk.RemovalPolicy.DESTROY)
@@ -42,7 +48,9 @@ class KarpenterNodeTeardown(Construct):
             timeout=cdk.Duration.minutes(15),
             memory_size=256,
             log_group=log_group,
-            environment={"CLUSTER_NAME": cluster_name, "VPC_ID": vpc.vpc_id},
+            environment={"CLUSTER_NAME": cluster_name, "VPC_ID": vpc.vpc_id, **({
+                "HOSTED_ZONE_ID": acme.hosted_zone_id, "NODE_DOMAIN": acme.node_domain,
+                "DNS_OWNER_ID": dns_owner_id or cluster_name} if acme else {})},
             description=f"Terminates the Karpenter nodes of {cluster_name} when the stack is deleted",
         )
         owned = {f"aws:ResourceTag/kubernetes.io/cluster/{cluster_name}": "owned"}
@@ -63,6 +71,20 @@ class KarpenterNodeTeardown(Construct):
             actions=["ec2:DescribeInstances", "ec2:DescribeNetworkInterfaces"],
             resources=["*"],
         ))
+        if acme:
+            zone = route53_zone_arn(acme.hosted_zone_id)
+            self.function.add_to_role_policy(iam.PolicyStatement(
+                sid="DeleteOnlyNodeRecordsInTheNodeSubdomain",
+                actions=["route53:ChangeResourceRecordSets"], resources=[zone],
+                conditions={
+                    "ForAllValues:StringEquals": {"route53:ChangeResourceRecordSetsActions": ["DELETE"],
+                                                  "route53:ChangeResourceRecordSetsRecordTypes": ["A", "AAAA", "TXT"]},
+                    "ForAllValues:StringLike": {"route53:ChangeResourceRecordSetsNormalizedRecordNames": [
+                        f"*.{acme.node_domain}"]},
+                },
+            ))
+            self.function.add_to_role_policy(iam.PolicyStatement(
+                sid="ListTheZonesRecords", actions=["route53:ListResourceRecordSets"], resources=[zone]))
         self.resource = cdk.CustomResource(self, "Resource", service_token=self.function.function_arn,
                                            resource_type=RESOURCE_TYPE)
         for dependency in after:

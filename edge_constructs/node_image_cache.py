@@ -16,13 +16,12 @@ from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecr as ecr
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
-from aws_cdk import aws_ssm as ssm
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
 import versions
-from charts.image_cache import CACHE_DEVICE
+from charts.image_cache import CACHE_DEVICE, EBS_DEVICE_FUNCTIONS
 from edge_config import EdgeConfig, NodeImageCacheConfig
 from edge_constructs.nag import acknowledge
 
@@ -30,7 +29,17 @@ from edge_constructs.nag import acknowledge
 ROLE_TAG = "edge-diffusion:role"
 ROLE_VALUE = "node-image-cache-builder"
 IMAGES_TAG = "edge-diffusion:cache-images"
+# The tag value CreateSnapshot puts on every cache snapshot; the cluster accepts only snapshots carrying it
+# (node_image_cache_guard.py).
+SNAPSHOT_ROLE_VALUE = "node-image-cache"
 POLL = cdk.Duration.seconds(30)
+# Bounded waits, so every path ends at a terminate step well inside the state machine's timeout (which no Catch
+# can handle): the builder's own watchdog fires at 60 min, the wait gives up at 70; a snapshot gets 60 min.
+MAX_BUILDER_POLLS = 140
+MAX_SNAPSHOT_POLLS = 120
+TIMEOUT = cdk.Duration.hours(3)
+# Throttling and EC2's eventual consistency (a new instance id not yet visible) are retried with backoff.
+RETRY = {"errors": ["States.TaskFailed"], "interval": cdk.Duration.seconds(2), "max_attempts": 6, "backoff_rate": 2.0}
 
 
 def builder_ami_parameter(kubernetes_version: str, ami_alias: str) -> str:
@@ -40,32 +49,27 @@ def builder_ami_parameter(kubernetes_version: str, ami_alias: str) -> str:
             f"amazon-eks-node-al2023-x86_64-standard-{kubernetes_version}-{release}/image_id")
 
 
-def image_cache_snapshot_id(scope: Construct, config: EdgeConfig) -> str | None:
-    """The snapshot id the pipeline recorded last, resolved by CloudFormation at each stack update; None when the
-    nodes do not use the cache. A deploy after a publish picks up the newer snapshot, and Karpenter drifts the
-    Local Zone nodes onto it."""
-    if not config.node_image_cache.attach_to_nodes:
-        return None
-    return ssm.StringParameter.value_for_string_parameter(scope, config.image_cache_parameter_name)
-
-
 BUILDER_SCRIPT = r"""#!/bin/bash
 # Pull the images named by this instance's tag onto the cache volume, then stop (success) or terminate (failure).
 set -euo pipefail
-imds() {
-  local token
-  token=$(curl -sf -X PUT http://169.254.169.254/latest/api/token -H "X-aws-ec2-metadata-token-ttl-seconds: 300")
-  curl -sf -H "X-aws-ec2-metadata-token: $token" "http://169.254.169.254/latest/meta-data/$1"
+__FUNCTIONS__
+# Terminate this instance, retried: a builder that cannot end itself is ended by the state machine's bounded wait.
+fail() {
+  local instance region
+  for _ in 1 2 3 4 5; do
+    if instance=$(imds instance-id) && region=$(imds placement/region) &&
+      aws ec2 terminate-instances --region "$region" --instance-ids "$instance"; then return 0; fi
+    sleep 10
+  done
+  return 1
 }
+# The watchdog comes first, before any call that can hang: an hour is several times a pull of the largest image.
+( sleep 3600; fail ) &
+trap fail ERR
 instance=$(imds instance-id)
 region=$(imds placement/region)
-fail() { aws ec2 terminate-instances --region "$region" --instance-ids "$instance"; }
-trap fail ERR
-# Never left running: an hour is several times a pull of the largest image.
-( sleep 3600; fail ) &
 images=$(imds "tags/instance/__IMAGES_TAG__")
-device=__DEVICE__
-for _ in $(seq 1 60); do [ -b "$device" ] && break; sleep 1; done
+device=$(wait_ebs_device "$instance" "$region" __DEVICE__ 120)
 systemctl stop kubelet.service containerd.service || true
 mkfs.xfs -f "$device"
 # Keep what the AMI already cached (pause image), then make the volume containerd's store.
@@ -84,7 +88,8 @@ systemctl stop containerd.service
 sync
 umount /var/lib/containerd
 shutdown -h now
-""".replace("__IMAGES_TAG__", IMAGES_TAG).replace("__DEVICE__", CACHE_DEVICE)
+""".replace("__IMAGES_TAG__", IMAGES_TAG).replace("__DEVICE__", CACHE_DEVICE).replace(
+    "__FUNCTIONS__", EBS_DEVICE_FUNCTIONS.rstrip())
 
 
 class NodeImageCacheBuilder(Construct):
@@ -107,6 +112,8 @@ class NodeImageCacheBuilder(Construct):
                         description="node image cache builder: pull the serving images, end itself")
         for repository in repositories:
             repository.grant_pull(role)
+        # The builder finds its cache disk by the volume id (charts/image_cache.py: ebs_volume_id).
+        role.add_to_policy(iam.PolicyStatement(actions=["ec2:DescribeVolumes"], resources=["*"]))
         role.add_to_policy(iam.PolicyStatement(
             actions=["ec2:TerminateInstances"],
             resources=[stack.format_arn(service="ec2", resource="instance", resource_name="*")],
@@ -138,9 +145,16 @@ class NodeImageCacheBuilder(Construct):
     def _call(self, construct_id: str, action: str, parameters: dict, resources: Sequence[str],
               result_selector: dict | None = None, result_path: str | None = None) -> tasks.CallAwsService:
         service = "ssm" if action == "putParameter" else "ec2"
-        return tasks.CallAwsService(self, construct_id, service=service, action=action, parameters=parameters,
+        task = tasks.CallAwsService(self, construct_id, service=service, action=action, parameters=parameters,
                                     iam_resources=list(resources), result_selector=result_selector,
                                     result_path=result_path or sfn.JsonPath.DISCARD)
+        task.add_retry(**RETRY, jitter_strategy=sfn.JitterType.FULL)
+        return task
+
+    def _counter(self, construct_id: str, path: str, start: bool = False) -> sfn.Pass:
+        """A Pass state that sets the poll counter at ``path`` to 0 (``start``) or adds one to it."""
+        value = 0 if start else sfn.JsonPath.math_add(sfn.JsonPath.number_at(f"{path}.value"), 1)
+        return sfn.Pass(self, construct_id, parameters={"value": value}, result_path=path)
 
     def _state_machine(self, stack: cdk.Stack, role: iam.IRole) -> sfn.StateMachine:
         def arn(resource: str, name: str = "*", account: bool = True) -> str:
@@ -172,7 +186,7 @@ class NodeImageCacheBuilder(Construct):
             "VolumeId.$": "States.ArrayGetItem($.status.volumes, 0)",
             "Description": "edge-diffusion node image cache (containerd store with the serving images)",
             "TagSpecifications": [{"ResourceType": "snapshot", "Tags": [
-                {"Key": ROLE_TAG, "Value": "node-image-cache"}, {"Key": IMAGES_TAG, "Value.$": "$.images"}]}],
+                {"Key": ROLE_TAG, "Value": SNAPSHOT_ROLE_VALUE}, {"Key": IMAGES_TAG, "Value.$": "$.images"}]}],
         }, [arn("volume"), arn("snapshot", account=False)], result_selector={"id.$": "$.SnapshotId"},
             result_path="$.snapshot")
         snapshot_state = self._call("SnapshotState", "describeSnapshots",
@@ -193,27 +207,40 @@ class NodeImageCacheBuilder(Construct):
 
         wait_builder = sfn.Wait(self, "WaitForBuilder", time=sfn.WaitTime.duration(POLL))
         wait_snapshot = sfn.Wait(self, "WaitForSnapshot", time=sfn.WaitTime.duration(POLL))
+        builder_polls, snapshot_polls = "$.builderPolls", "$.snapshotPolls"
+        start_builder_polls = self._counter("StartBuilderPolls", builder_polls, start=True)
+        count_builder_poll = self._counter("CountBuilderPoll", builder_polls)
+        start_snapshot_polls = self._counter("StartSnapshotPolls", snapshot_polls, start=True)
+        count_snapshot_poll = self._counter("CountSnapshotPoll", snapshot_polls)
         builder_done = (sfn.Choice(self, "Pulled?")
                         .when(sfn.Condition.string_equals("$.status.state", "stopped"), snapshot)
+                        .when(sfn.Condition.number_greater_than_equals(f"{builder_polls}.value", MAX_BUILDER_POLLS),
+                              cleanup)
                         .when(sfn.Condition.or_(*(sfn.Condition.string_equals("$.status.state", s)
                                                   for s in ("pending", "running", "stopping"))), wait_builder)
                         .otherwise(cleanup))
         snapshot_done = (sfn.Choice(self, "Snapshot complete?")
                          .when(sfn.Condition.string_equals("$.snapshotStatus.state", "completed"), record)
+                         .when(sfn.Condition.number_greater_than_equals(f"{snapshot_polls}.value",
+                                                                        MAX_SNAPSHOT_POLLS), cleanup)
                          .when(sfn.Condition.string_equals("$.snapshotStatus.state", "pending"), wait_snapshot)
                          .otherwise(cleanup))
-        launch.next(wait_builder)
-        wait_builder.next(describe)
+        launch.next(start_builder_polls)
+        start_builder_polls.next(wait_builder)
+        wait_builder.next(count_builder_poll)
+        count_builder_poll.next(describe)
         describe.next(builder_done)
-        snapshot.next(wait_snapshot)
-        wait_snapshot.next(snapshot_state)
+        snapshot.next(start_snapshot_polls)
+        start_snapshot_polls.next(wait_snapshot)
+        wait_snapshot.next(count_snapshot_poll)
+        count_snapshot_poll.next(snapshot_state)
         snapshot_state.next(snapshot_done)
         record.next(terminate)
 
         machine = sfn.StateMachine(
             self, "StateMachine",
             definition_body=sfn.DefinitionBody.from_chainable(launch),
-            timeout=cdk.Duration.hours(2),
+            timeout=TIMEOUT,
             tracing_enabled=True,
             logs=sfn.LogOptions(destination=logs.LogGroup(self, "Logs", retention=logs.RetentionDays.ONE_MONTH),
                                 level=sfn.LogLevel.ALL),
@@ -236,6 +263,9 @@ class NodeImageCacheBuilder(Construct):
             "Resource": f"arn:{cdk.Aws.PARTITION}:states:::aws-sdk:ec2:terminateInstances",
             "Parameters": {"InstanceIds.$": "States.Array($.instance.id)"},
             "ResultPath": None,
+            "Retry": [{"ErrorEquals": RETRY["errors"], "IntervalSeconds": RETRY["interval"].to_seconds(),
+                       "MaxAttempts": RETRY["max_attempts"], "BackoffRate": RETRY["backoff_rate"],
+                       "JitterStrategy": "FULL"}],
         })
 
     def _acknowledge(self, stack: cdk.Stack, machine: sfn.StateMachine, role: iam.IRole) -> None:
@@ -262,8 +292,8 @@ class NodeImageCacheBuilder(Construct):
                     "The launch template's AMI is resolved at deploy time from the EKS public SSM parameter of "
                     "the pinned release; its id is not known at synth.")
         acknowledge(role, "AwsSolutions-IAM5[Resource::*]",
-                    "ecr:GetAuthorizationToken has no resource-level permissions; pulls are limited to the serving "
-                    "repositories in the same policy.")
+                    "ecr:GetAuthorizationToken and ec2:DescribeVolumes have no resource-level permissions; pulls "
+                    "are limited to the serving repositories in the same policy, and describing changes nothing.")
         acknowledge(role, instances,
                     "The builder ends itself: TerminateInstances only on instances carrying the builder role tag.")
 

@@ -20,15 +20,18 @@ from edge_constructs.edge_network import EdgeNetwork
 from edge_constructs.inference_workloads import InferenceWorkloads
 from edge_constructs.karpenter import Karpenter
 from edge_constructs.karpenter_teardown import KarpenterNodeTeardown
+from edge_constructs.metrics_collection import MetricsCollection
 from edge_constructs.nag import acknowledge
-from edge_constructs.node_image_cache import image_cache_snapshot_id
+from edge_constructs.node_image_cache_guard import image_cache_snapshot_id
+from edge_constructs.peer_image_mirror import PeerImageMirror
 
 
 class EdgeClusterStack(cdk.Stack):
     """Everything needed to run Stable Diffusion pods on GPU and Inferentia2 nodes in AWS Local Zones.
 
     Attributes for wiring: ``vpc``, ``cluster`` (aws_eks_v2.Cluster), ``node_security_group`` (the group every
-    Karpenter node gets), ``karpenter_node_role``, ``addons`` and ``config``.
+    Karpenter node gets), ``karpenter_node_role``, ``addons``, ``metrics`` (the serving metrics' collection) and
+    ``config``.
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, config: EdgeConfig, **kwargs: Any) -> None:
@@ -63,7 +66,13 @@ class EdgeClusterStack(cdk.Stack):
         self.karpenter_teardown = KarpenterNodeTeardown(
             self, "KarpenterTeardown", cluster_name=config.cluster_name, vpc=self.vpc,
             after=[self.nodepools, self.karpenter.chart],
+            acme=config.tls.acme if config.tls.mode == "acme" else None, dns_owner_id=config.cluster_name,
         )
+
+        # In-zone peer pulls for the Local Zone nodes (their containerd settings come with the EC2NodeClasses).
+        self.peer_image_mirror = PeerImageMirror(
+            self, "PeerImageMirror", cluster=self.cluster, local_zones=[lz.name for lz in config.local_zones],
+            after=[self.edge_cluster.system_nodegroup, self.addons.coredns])
 
         cdk.CfnOutput(self, "ClusterName", value=self.cluster.cluster_name)
         cdk.CfnOutput(self, "NodeSecurityGroupId", value=self.node_security_group.security_group_id)
@@ -76,6 +85,11 @@ class EdgeClusterStack(cdk.Stack):
             self.device_tls = DeviceTls(
                 self, "DeviceTls", config=config, cluster=self.cluster, node_selector=SYSTEM_NODE_SELECTOR,
                 after=[self.edge_cluster.system_nodegroup, self.addons.coredns, self.addons.pod_identity_agent])
+            if self.device_tls.node_dns is not None:
+                # On delete: external-dns stops, the nodes go, then their records (karpenter_teardown.py); the CAA
+                # record outlives them all.
+                self.device_tls.node_dns.node.add_dependency(self.karpenter_teardown.resource)
+                self.karpenter_teardown.resource.node.add_dependency(self.device_tls.caa.record)
         # The nvidia pods' shared compile cache (edge.workloads.cuda.compile_cache).
         self.compile_cache: CompileCacheBucket | None = None
         if "nvidia" in config.accelerators and config.workloads.cuda.s3_cache:
@@ -91,6 +105,13 @@ class EdgeClusterStack(cdk.Stack):
                         self.karpenter_teardown.resource,
                         *([self.device_tls.issuers] if self.device_tls else [])],
         )
+
+        # The serving metrics into CloudWatch; the inference chart's NetworkPolicy admits this collector.
+        self.metrics = MetricsCollection(
+            self, "Metrics", config=config, cluster=self.cluster, node_selector=SYSTEM_NODE_SELECTOR,
+            # The teardown too: on delete the collector's pod goes before the nodes (karpenter_teardown.py).
+            depends_on=[self.edge_cluster.system_nodegroup, self.addons.coredns, self.addons.pod_identity_agent,
+                        self.karpenter_teardown.resource])
 
     @property
     def availability_zones(self) -> list[str]:

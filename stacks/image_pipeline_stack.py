@@ -24,7 +24,7 @@ from edge_constructs.node_image_cache import NodeImageCacheBuilder, execution_fi
 
 
 class ImagePipelineStack(cdk.Stack):
-    """Builds cuda (amd64, arm64), neuron (amd64) and cpu (amd64, arm64) images per `pipeline.targets`.
+    """Builds cuda (amd64), neuron (amd64) and cpu (amd64, arm64) images per `pipeline.targets`.
 
     The cluster stack does not import anything from here: it finds the repositories by name
     (`<pipeline.repository_prefix>-<flavor>`) and the image by `workloads.image_tag`, so both stacks deploy

@@ -44,7 +44,7 @@ def test_default_config_is_complete_and_typed():
     assert cfg.allow_public_nodeport is False
     assert set(cfg.nodepool_limits) == {"nvidia", "neuron"}
     assert cfg.pipeline.repository_name("cuda") == "edge-diffusion-cuda"
-    assert len(cfg.pipeline.targets) == 5
+    assert len(cfg.pipeline.targets) == 4
     assert cfg.workloads.node_port == 30080
     assert cfg.region_subnets == {"public": ["10.40.0.0/22", "10.40.4.0/22"],
                                   "private": ["10.40.16.0/20", "10.40.32.0/20"]}
@@ -333,3 +333,15 @@ def test_fast_path_overrides_one_field_at_a_time():
     assert cfg.workloads.cuda.compile is True and cfg.workloads.cuda.s3_cache is False
     cfg = load_config(ctx(workloads__cuda__cuda_graphs="true"))
     assert cfg.workloads.cuda.effective_compile_mode == "max-autotune" and cfg.workloads.cuda.captures_graphs
+
+
+def test_a_cuda_image_for_an_architecture_no_pool_launches_is_refused():
+    targets = [{"accelerator": "cuda", "arch": "amd64"}, {"accelerator": "cuda", "arch": "arm64"}]
+    message = error_for(pipeline__targets=json.dumps(targets))
+    assert message.startswith("edge.pipeline.targets[1].arch:"), message
+    assert "no NodePool launches an NVIDIA arm64 node" in message and "remove the cuda arm64 target" in message
+
+
+def test_the_default_targets_build_only_what_a_node_or_a_developer_runs():
+    targets = {(t.accelerator, t.arch) for t in load_config(ctx()).pipeline.targets}
+    assert targets == {("cuda", "amd64"), ("neuron", "amd64"), ("cpu", "amd64"), ("cpu", "arm64")}

@@ -56,6 +56,9 @@ LOCAL_OVERRIDES: dict[str, str | None] = {
     "SERVING_WARMUP_SIZES": None,
     "SERVING_COMPILE_CACHE_DIR": None,
     "SERVING_COMPILE_CACHE_S3": None,
+    # WebRTC advertises the node's ExternalIP, looked up by the pod's node name through the inventory.
+    "SERVING_WEBRTC_PUBLIC_HOST": None,
+    "NODE_NAME": None,
 }
 DIAGNOSTIC_ENV = {"PYTHONVERBOSE": "1"}
 _COMPILED_FROM_SOURCE = re.compile(r"^# code object from '?([^']+\.py)'?$")
@@ -95,10 +98,10 @@ def pod_argv(image_config: dict, container: dict) -> list[str]:
 def pod_env(image_config: dict, container: dict) -> dict[str, str]:
     env = dict(item.split("=", 1) for item in image_config.get("Env") or [])
     for item in container.get("env", []):
-        if "value" not in item:
+        if "value" not in item and item["name"] not in LOCAL_OVERRIDES:
             raise ValueError(f"env {item['name']} takes its value from the cluster (valueFrom); add it to "
                              "LOCAL_OVERRIDES with a local value")
-        env[item["name"]] = item["value"]
+        env[item["name"]] = item.get("value", "")
     for name, value in LOCAL_OVERRIDES.items():
         env.pop(name, None)
         if value is not None:

@@ -13,6 +13,7 @@ from serving.api.probes import STATIC_DIR, add_probe_routes
 from serving.api.edits import add_edit_routes
 from serving.api.responses import OPENAI_PREFIX, install_error_handlers
 from serving.engine.state import ServerState
+from serving.stream.webrtc import add_webrtc_routes
 from serving.stream.websocket import add_stream_routes
 
 __all__ = ["MAX_BODY_BYTES", "PUBLIC_PATHS", "create_app", "negotiate_image_type"]
@@ -42,6 +43,7 @@ def create_app(state: ServerState) -> FastAPI:
     add_probe_routes(app, state)
     add_edit_routes(app, state)
     add_stream_routes(app, state)
+    add_webrtc_routes(app, state)
     # check_dir=False: the directory may be added after the app is built (and is absent in slim images).
     app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")
     app.add_middleware(GatewayMiddleware, state=state, routes=app.router.routes)

@@ -45,7 +45,7 @@ def add_probe_routes(app: FastAPI, state: ServerState) -> None:
     )
     async def endpoints():
         if state.inventory is None:
-            return json_error(404, "endpoint inventory is not enabled on this server (--inventory-service)", "not_found")
+            return json_error(404, "endpoint inventory is not enabled on this server (--inventory-service or --inventory-file)", "not_found")
         try:
             items = await state.inventory.list_endpoints()
             if state.tls is not None:

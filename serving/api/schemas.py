@@ -46,6 +46,7 @@ class Readiness(BaseModel):
 class Endpoint(BaseModel):
     url: str
     stream_url: Optional[str] = Field(None, description="The endpoint's WebSocket frame stream (GET /v1/stream)")
+    webrtc_url: Optional[str] = Field(None, description="The endpoint's WebRTC frame stream: POST an SDP offer here")
     zone: Optional[str] = None
     accelerator: Optional[str] = None
     ready: bool

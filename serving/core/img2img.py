@@ -40,6 +40,23 @@ def decode_image(data: bytes, param: str, min_size: int, max_size: int, width: i
     The size is read from the header before any pixel is decoded, so a small file that claims a huge image costs
     nothing. A side that is not overridden must be a multiple of 8 (the VAE downsamples by 8).
     """
+    from PIL import Image
+
+    image = open_image(data, param, min_size, max_size, width, height)
+    src_w, src_h = image.size
+    try:
+        image = image.convert("RGB")
+    except (OSError, ValueError, SyntaxError):
+        raise InvalidRequest(f"{param}: the image data is truncated or corrupt", param=param) from None
+    target = (width or src_w, height or src_h)
+    if image.size != target:
+        image = image.resize(target, Image.Resampling.BICUBIC)
+    return image
+
+
+def open_image(data: bytes, param: str, min_size: int, max_size: int, width: int | None = None,
+               height: int | None = None):
+    """decode_image's checks on the header alone: the opened, not yet decoded, PIL image (format, size)."""
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -61,13 +78,6 @@ def decode_image(data: bytes, param: str, min_size: int, max_size: int, width: i
     if (width is None and src_w % 8) or (height is None and src_h % 8):
         raise InvalidRequest(f"{param}: {src_w}x{src_h}: both sides must be multiples of 8 (or give width and height "
                              "to resize it)", param=param)
-    try:
-        image = image.convert("RGB")
-    except (OSError, ValueError, SyntaxError):
-        raise InvalidRequest(f"{param}: the image data is truncated or corrupt", param=param) from None
-    target = (width or src_w, height or src_h)
-    if image.size != target:
-        image = image.resize(target, Image.Resampling.BICUBIC)
     return image
 
 

@@ -7,6 +7,8 @@ import re
 from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
+from serving.core.flag_help import HELP
+
 DEVICES = ("auto", "cpu", "cuda", "neuron")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 # torch.compile modes (serving.backends.cuda.optimize.COMPILE_MODES; repeated here so settings never import torch).
@@ -51,6 +53,7 @@ class Settings:
     inventory_namespace: str | None = None
     inventory_node_port: int | None = None
     inventory_node_domain: str | None = None
+    inventory_file: str | None = None
     # TLS on the public port (serving/api/tls.py); the metrics port always stays plain and in-cluster.
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
@@ -77,6 +80,10 @@ class Settings:
     stream_vae: str | None = None
     stream_warmup_size: str | None = None
     stream_eager: bool = False
+    # WebRTC media (serving.stream.webrtc): the UDP ports ICE binds, what it advertises, and the bind address.
+    webrtc_ports: str | None = None
+    webrtc_public_host: str | None = None
+    webrtc_bind_host: str | None = None
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -88,6 +95,13 @@ class Settings:
     @property
     def stream_warmup_shape(self) -> tuple[int, int] | None:
         return _parse_sizes(self.stream_warmup_size, "stream_warmup_size")[0] if self.stream_warmup_size else None
+
+    @property
+    def webrtc_port_range(self) -> tuple[int, int] | None:
+        if not self.webrtc_ports:
+            return None
+        low, _, high = self.webrtc_ports.partition("-")
+        return int(low), int(high or low)
 
     @property
     def warmup_shapes(self) -> list[tuple[int, int]]:
@@ -171,6 +185,8 @@ def _validate(s: Settings) -> None:
         fail("inventory_node_domain", f"must be a DNS name such as nodes.example.com, got {s.inventory_node_domain!r}")
     if s.inventory_node_port is not None and not 1 <= s.inventory_node_port <= 65535:
         fail("inventory_node_port", f"must be a port 1..65535 (or unset to read it from the Service), got {s.inventory_node_port}")
+    if s.inventory_file and s.inventory_service:
+        fail("inventory_file", "set either --inventory-file or --inventory-service, not both")
     if s.min_image_size < 8 or s.min_image_size % 8:
         fail("min_image_size", f"must be a positive multiple of 8, got {s.min_image_size}")
     if s.max_image_size < s.min_image_size or s.max_image_size % 8:
@@ -203,73 +219,13 @@ def _validate(s: Settings) -> None:
         for value in shapes[0]:
             if value % 8 or not s.min_image_size <= value <= s.max_image_size:
                 fail("stream_warmup_size", f"sides must be multiples of 8 within {s.min_image_size}..{s.max_image_size}")
+    if s.webrtc_ports:
+        low, sep, high = s.webrtc_ports.partition("-")
+        if not (low.isdigit() and high.isdigit() and sep) or not 1024 <= int(low) <= int(high) <= 65535:
+            fail("webrtc_ports", f"must be LOW-HIGH within 1024..65535, e.g. 40000-40015, got {s.webrtc_ports!r}")
     if s.log_level not in ("debug", "info", "warning", "error"):
         fail("log_level", f"must be debug, info, warning or error, got {s.log_level!r}")
 
-
-_HELP = {
-    "model": "local diffusers directory (or compiled Neuron directory for --device neuron)",
-    "device": "accelerator; auto picks neuron, then cuda, then cpu",
-    "host": "bind address of the public port",
-    "metrics_host": "bind address of the metrics port (default: --host)",
-    "port": "public HTTP port",
-    "metrics_port": "Prometheus /metrics and JSON /load port (never expose it publicly)",
-    "api_key_file": "file holding the bearer key clients must send",
-    "api_key_secret_arn": "Secrets Manager secret holding the bearer key (read with the pod's identity)",
-    "max_queue": "requests that may wait beyond the running ones; more get 429",
-    "max_concurrency": "generations running at once",
-    "request_timeout": "seconds until a request gets 504 and its generation is aborted",
-    "drain_timeout": "seconds SIGTERM waits for admitted requests and responses being sent; exit follows within 1 s",
-    "header_timeout": "seconds a connection may take to send complete request headers before it is closed",
-    "keepalive_timeout": "seconds an idle keep-alive connection stays open",
-    "max_connections": "open connections on the public port; more are answered 503 and closed at once",
-    "max_request_cost": "largest width x height x steps x images (x2 with guidance) accepted; 0 = the largest "
-                        "default-size request (model default size and steps, --max-images images)",
-    "skip_warmup": "report ready without the warm-up generation (cold-start benchmarks)",
-    "log_prompts": "include prompt text in the logs (request lines and library warnings); off by default",
-    "dtype": "weights dtype; auto is float16 on cuda, float32 on cpu",
-    "compile": "cuda: torch.compile the UNet and VAE for the warmed shapes (--warmup-sizes x guidance on/off x "
-               "1..--max-images images); other requests run eagerly",
-    "compile_mode": "cuda: torch.compile mode (default, reduce-overhead, max-autotune, max-autotune-no-cudagraphs); "
-                    "default: max-autotune with --cuda-graphs, else max-autotune-no-cudagraphs",
-    "compile_cache_dir": "cuda: directory of saved compile artifacts (image layer or node-local path), loaded at start "
-                         "when the key matches and written after warm-up",
-    "compile_cache_s3": "cuda: s3://bucket/prefix/ for the same artifacts, read and written with the pod's identity; "
-                        "S3 errors are logged and the server compiles instead",
-    "cuda_graphs": "cuda: capture CUDA graphs (few-step models)",
-    "tiny_vae": "cuda: local directory of a tiny autoencoder (TAESD) to decode with",
-    "deepcache_interval": "cuda: reuse deep UNet features every N steps (0 disables)",
-    "inventory_service": "Service name whose endpoints GET /v1/endpoints lists",
-    "inventory_namespace": "namespace of --inventory-service (default: the pod's own)",
-    "inventory_node_port": "nodePort devices call (default: read from the Service)",
-    "inventory_node_domain": "list nodes by DNS name <node-name with . as ->.<this domain> (publicly trusted TLS) "
-                             "instead of by IP",
-    "tls_cert_file": "PEM certificate chain of the public port; with --tls-key-file the port speaks only TLS 1.2+ "
-                     "and a rotated file is picked up by new connections without a restart",
-    "tls_key_file": "PEM private key of --tls-cert-file",
-    "tls_ca_file": "PEM CA certificate whose SPKI pin /v1/endpoints publishes (private-CA deployments)",
-    "tls_server_name": "name devices verify in the certificate, published by /v1/endpoints",
-    "min_image_size": "smallest width/height accepted",
-    "max_image_size": "largest width/height accepted",
-    "max_steps": "largest num_inference_steps accepted",
-    "max_images": "largest n (images per request) accepted",
-    "max_prompt_length": "longest prompt accepted, in characters",
-    "default_steps": "override the model's default num_inference_steps",
-    "default_guidance_scale": "override the model's default guidance_scale",
-    "default_width": "override the model's default width",
-    "default_height": "override the model's default height",
-    "scheduler": "diffusers scheduler class name to use instead of the model's",
-    "warmup_sizes": "sizes to warm up (and compile) before ready, e.g. 512x512,768x768; default: the model's size",
-    "log_level": "debug, info, warning or error",
-    "max_streams": "concurrent WebSocket frame streams (GET /v1/stream); more get 429; 0 disables streams",
-    "stream_idle_timeout": "seconds without a client message after which a stream is closed",
-    "max_frame_bytes": "largest encoded frame accepted on a stream",
-    "stream_vae": "local AutoencoderTiny (TAESD) directory for stream frames (default: MODEL/stream_vae if present, "
-                  "else the model's VAE)",
-    "stream_warmup_size": "stream frame size to warm up (and on cuda capture) before ready, e.g. 512x512; default: "
-                          "the model's default size on cuda, none elsewhere",
-    "stream_eager": "cuda: run stream frames eagerly instead of replaying captured CUDA graphs",
-}
 
 _CHOICES = {"device": DEVICES, "dtype": DTYPES, "compile_mode": COMPILE_MODES}
 
@@ -298,7 +254,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     """Add one flag per Settings field; defaults stay None so env and dataclass defaults can apply."""
     for f in fields(Settings):
         kind = _field_type(f)
-        help_text = f"{_HELP[f.name]} [env {env_name(f.name)}]"
+        help_text = f"{HELP[f.name]} [env {env_name(f.name)}]"
         if kind is bool:
             parser.add_argument(flag_name(f.name), dest=f.name, action="store_const", const=True, default=None, help=help_text)
         else:

@@ -75,6 +75,8 @@ class Engine:
         self.on_failed: Callable[[str], None] | None = None
         # Called with the seconds a request waited for a slot (whether it then ran or left the queue).
         self.on_queue_wait: Callable[[float], None] | None = None
+        # Called with "oom" or "error" for each request the accelerator failed (the operator's alarm counts them).
+        self.on_accelerator_error: Callable[[str], None] | None = None
         self._accelerator_errors = 0
         self._health_lock = threading.Lock()
 
@@ -217,6 +219,7 @@ class Engine:
         except Exception as exc:
             if self.backend.is_out_of_memory(exc):
                 log.warning("out of memory", extra={"fields": {"error": repr(exc)[:300], "cost": request_cost(params)}})
+                self._count_accelerator_error("oom")
                 if not self._recover():
                     self._mark_failed("the accelerator is unusable after an out-of-memory error (recovery probe failed)", exc, 0)
                 raise Unavailable(
@@ -225,6 +228,7 @@ class Engine:
                 ) from exc
             if self.backend.is_accelerator_error(exc):
                 log.error("accelerator error", extra={"fields": {"error": repr(exc)[:500]}})
+                self._count_accelerator_error("error")
                 self._accelerator_error(exc)
                 raise Unavailable("the accelerator failed this request; retry on another endpoint",
                                   headers=RETRY_ELSEWHERE) from exc
@@ -232,6 +236,10 @@ class Engine:
         with self._health_lock:
             self._accelerator_errors = 0  # the device works: earlier accelerator errors were transient
         return images, time.perf_counter() - started
+
+    def _count_accelerator_error(self, kind: str) -> None:
+        if self.on_accelerator_error is not None:
+            self.on_accelerator_error(kind)
 
     def _accelerator_error(self, exc: BaseException) -> None:
         """Recover after an accelerator error; mark the engine failed if the device is unusable or keeps failing."""

@@ -16,6 +16,8 @@ from serving.fleet.objects import (  # noqa: F401 - InventoryError and the helpe
     SERVICE_ACCOUNT_DIR,
     SERVICE_NAME_LABEL,
     endpoints_from_objects,
+    node_dns_name,
+    node_external_ip,
     node_port_from_service,
 )
 
@@ -65,6 +67,7 @@ class KubernetesInventory:
         self._cached: list[dict] | None = None
         self._cached_at = 0.0
         self._refresh: asyncio.Task | None = None
+        self._node_addresses: dict[str, str] = {}
 
     def _read_namespace(self) -> str:
         path = self.service_account_dir / "namespace"
@@ -175,6 +178,17 @@ class KubernetesInventory:
             age = round(time.monotonic() - self._cached_at, 1)
             return [{**item, "stale": True, "age_s": age} for item in self._cached]
         return [dict(item) for item in self._cached]
+
+    async def node_address(self, node_name: str) -> str:
+        """The ExternalIP of one node (WebRTC candidates advertise it), read once: a node's public IP is fixed for
+        its lifetime."""
+        if node_name not in self._node_addresses:
+            node = await self._get(f"/api/v1/nodes/{quote(node_name, safe='')}")
+            ip = node_external_ip(node)
+            if ip is None:
+                raise InventoryError(f"node {node_name!r} has no ExternalIP: WebRTC media cannot reach it from outside")
+            self._node_addresses[node_name] = str(ip)
+        return self._node_addresses[node_name]
 
     def _store(self, task: asyncio.Task) -> None:
         if task.cancelled():

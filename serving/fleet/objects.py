@@ -62,7 +62,7 @@ def node_accelerator(node: dict) -> str:
     return "cpu"
 
 
-def _node_external_ip(node: dict) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+def node_external_ip(node: dict) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     candidates = []
     for address in (node.get("status") or {}).get("addresses") or []:
         if address.get("type") != "ExternalIP":
@@ -111,6 +111,11 @@ def stream_url(url: str) -> str:
     return "ws" + url.removeprefix("http") + "/v1/stream"
 
 
+def webrtc_url(url: str) -> str:
+    """The WebRTC signalling URL of an endpoint (WHIP-style POST of an SDP offer): same host and port."""
+    return url + "/v1/webrtc"
+
+
 def endpoints_from_objects(endpoint_slices: list[dict], nodes: list[dict], node_port: int,
                            scheme: str = "http", node_domain: str | None = None) -> list[dict]:
     """Turn a Service's EndpointSlices and the cluster's Nodes into ``[{url, stream_url, zone, accelerator, ready}]``.
@@ -138,7 +143,7 @@ def endpoints_from_objects(endpoint_slices: list[dict], nodes: list[dict], node_
         if node is None:
             # The node was deleted between the two API reads; its endpoints disappear on the next sync.
             continue
-        ip = _node_external_ip(node)
+        ip = node_external_ip(node)
         if ip is None:
             # Devices reach the NodePort over the internet or a carrier network. A node with only a private
             # (InternalIP) address, e.g. in a private subnet, is unreachable for them, so listing it would
@@ -156,6 +161,7 @@ def endpoints_from_objects(endpoint_slices: list[dict], nodes: list[dict], node_
                 **named,
                 "url": url,
                 "stream_url": stream_url(url),
+                "webrtc_url": webrtc_url(url),
                 "zone": labels.get(ZONE_LABEL) or slice_zone or None,
                 "accelerator": node_accelerator(node),
                 "ready": _node_in_service(node),

@@ -1,6 +1,7 @@
 """Prometheus metrics and the JSON load signal, served on the private metrics port only."""
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Callable
 
 from prometheus_client import (
@@ -54,6 +55,11 @@ class Metrics:
             ("reason",), registry=self.registry,
         )
         self.images = Counter("edge_diffusion_images_generated", "Images generated", registry=self.registry)
+        self.accelerator_errors = Counter(
+            "edge_diffusion_accelerator_errors", "Requests the accelerator failed: kind=oom (out of memory) or "
+            "kind=error (any other device error)", ("kind",), registry=self.registry)
+        for kind in ("oom", "error"):
+            self.accelerator_errors.labels(kind)  # present at 0, so the first error is an increase
         self._state = engine_state
         Gauge("edge_diffusion_queue_depth", "Requests waiting for a slot", registry=self.registry).set_function(
             lambda: self._state()["queue_depth"]
@@ -69,6 +75,17 @@ class Metrics:
         Gauge("edge_diffusion_ready", "1 when the model is loaded, warmed up and not draining", registry=self.registry).set_function(
             lambda: 1.0 if ready() else 0.0
         )
+
+    def watch_certificate(self, tls) -> None:
+        """Export the served certificate's remaining lifetime (an api.tls.ReloadingTLS): each scrape first looks for
+        renewed files, as a handshake would, so the value is that of the leaf the next handshake gets."""
+
+        def remaining() -> float:
+            tls.reload_if_changed()
+            return (tls.current.certificate.not_valid_after_utc - datetime.now(timezone.utc)).total_seconds()
+
+        Gauge("edge_diffusion_tls_certificate_expiry_seconds", "Seconds until the serving certificate's notAfter "
+              "(the leaf the public port presents)", registry=self.registry).set_function(remaining)
 
     def app(self) -> Starlette:
         async def metrics(_: Request) -> Response:

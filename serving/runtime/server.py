@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import threading
 import time
@@ -59,6 +60,7 @@ def build_state(settings: Settings, api_key: str | None = None) -> ServerState:
     state.metrics = Metrics(lambda: state.streams.load_snapshot(engine.load_snapshot()), lambda: state.ready,
                             registry=registry)
     engine.on_queue_wait = state.metrics.queue_wait.observe
+    engine.on_accelerator_error = lambda kind: state.metrics.accelerator_errors.labels(kind).inc()
     if settings.inventory_service:
         from serving.fleet.inventory import InventoryError, KubernetesInventory
 
@@ -69,6 +71,21 @@ def build_state(settings: Settings, api_key: str | None = None) -> ServerState:
                                                   node_domain=settings.inventory_node_domain)
         except (InventoryError, ValueError) as exc:
             raise SettingsError(f"--inventory-service {settings.inventory_service!r}: {exc}") from None
+    elif settings.inventory_file:
+        from serving.fleet.inventory import InventoryError
+        from serving.fleet.static import StaticInventory
+
+        try:
+            state.inventory = StaticInventory(settings.inventory_file)
+        except InventoryError as exc:
+            raise SettingsError(f"--inventory-file: {exc}") from None
+    if settings.webrtc_public_host == "node":
+        node = os.environ.get("NODE_NAME")
+        # Only the Kubernetes inventory knows node addresses (--inventory-file lists endpoints, not nodes).
+        if not hasattr(state.inventory, "node_address") or not node:
+            raise SettingsError("--webrtc-public-host node: needs --inventory-service and NODE_NAME (the pod's "
+                                "spec.nodeName through the downward API)")
+        state.streams.public_address = lambda: state.inventory.node_address(node)
     return state
 
 
@@ -192,6 +209,8 @@ async def serve(state: ServerState) -> int:
     makes the public port HTTPS-only."""
     settings = state.settings
     tls = state.tls
+    if tls is not None:
+        state.metrics.watch_certificate(tls)
     from serving.api.app import create_app
 
     common = dict(log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=EXIT_MARGIN_S,

@@ -1,7 +1,9 @@
-// Camera mode: getUserMedia -> canvas -> JPEG frames over the WebSocket stream (/v1/stream) -> result image.
+// Camera mode: getUserMedia -> WebRTC (camera-rtc.js) when it connects, else canvas -> JPEG frames over the
+// WebSocket stream (/v1/stream) -> result image. The page says which transport is in use.
 // Protocol (docs/serving.md, "Frame stream"): one JSON config message, then binary frames; per processed frame
 // the server sends {"type": "frame", seq, inference_ms, dropped} followed by the image as a binary message.
-"use strict";
+// The stream itself (window of two frames, latest frame wins, failover, bearer) is client.js's StreamSession.
+import { EdgeClient } from "./client.js";
 
 (() => {
   const $ = (id) => document.getElementById(id);
@@ -38,12 +40,6 @@
     return message;
   }
 
-  function streamUrl() {
-    const url = new URL("v1/stream", document.baseURI);
-    url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
-    return url.href;
-  }
-
   class Session {
     constructor(media, size) {
       this.media = media;
@@ -53,28 +49,27 @@
       this.context = this.canvas.getContext("2d");
       this.sent = new Map(); // seq -> performance.now() at send
       this.seq = 0;
-      this.answered = 0;
-      this.dropped = 0;
       this.received = [];
-      this.header = null;
       this.objectUrl = null;
       this.timer = null;
       this.closed = false;
-      const key = $("api-key").value;
-      // Browsers cannot set an Authorization header on a WebSocket: the key travels as the subprotocol.
-      this.ws = new WebSocket(streamUrl(), key ? [`bearer.${key}`] : []);
-      this.ws.binaryType = "blob";
-      this.ws.onopen = () => {
-        this.ws.send(JSON.stringify(config()));
-        statusLine.textContent = "Streaming…";
+      this.stream = null;
+      // The page's own server only: its CSP allows no other origin. The key field is the credential (a device
+      // token minted by an app backend works the same way).
+      const client = new EdgeClient({ seeds: [new URL(".", document.baseURI).href], discover: false,
+        refreshIntervalMs: 0, credential: () => $("api-key").value || null });
+      client.stream(config(), { maxInFlight: MAX_OUTSTANDING, onFrame: (frame) => this.onFrame(frame),
+        onEvent: (event) => this.onEvent(event),
+        onError: (err) => setError(`Stream error${err.field ? ` (${err.field})` : ""}: ${err.message}`),
+      }).then((stream) => {
+        if (this.closed) return stream.close();
+        this.stream = stream;
+        statusLine.textContent = "Streaming over WebSocket…";
         this.schedule();
-      };
-      this.ws.onmessage = (event) => this.onMessage(event);
-      this.ws.onclose = (event) => this.onClose(event);
-    }
-
-    outstanding() {
-      return this.seq - this.answered - this.dropped;
+      }, (err) => {
+        setError(`Stream could not open (${err.message}; check the API key).`);
+        this.stop();
+      });
     }
 
     schedule() {
@@ -85,7 +80,7 @@
 
     sendFrame() {
       if (this.closed) return;
-      if (this.ws.readyState !== WebSocket.OPEN || this.outstanding() >= MAX_OUTSTANDING || video.readyState < 2) {
+      if (!this.stream || this.stream.inFlight >= MAX_OUTSTANDING || video.readyState < 2) {
         this.schedule();
         return;
       }
@@ -95,35 +90,20 @@
       const sy = (video.videoHeight - side) / 2;
       this.context.drawImage(video, sx, sy, side, side, 0, 0, this.size, this.size);
       this.canvas.toBlob((blob) => {
-        if (!blob || this.closed || this.ws.readyState !== WebSocket.OPEN) return;
+        if (!blob || this.closed) return;
         this.seq += 1;
         this.sent.set(this.seq, performance.now());
-        this.ws.send(blob);
+        this.stream.submit(blob);
       }, "image/jpeg", 0.85);
       this.schedule();
     }
 
-    onMessage(event) {
-      if (typeof event.data === "string") {
-        const message = JSON.parse(event.data);
-        if (message.type === "frame") {
-          this.header = message;
-        } else if (message.type === "error") {
-          const err = message.error || {};
-          setError(`Stream error${err.field ? ` (${err.field})` : ""}: ${err.message}`);
-        }
-        return;
-      }
-      const header = this.header;
-      this.header = null;
-      if (!header) return;
+    onFrame({ header, data }) {
       const now = performance.now();
-      this.answered = header.seq - header.dropped;
-      this.dropped = header.dropped;
       const sentAt = this.sent.get(header.seq);
       for (const seq of this.sent.keys()) if (seq <= header.seq) this.sent.delete(seq);
       if (this.objectUrl) URL.revokeObjectURL(this.objectUrl);
-      this.objectUrl = URL.createObjectURL(event.data);
+      this.objectUrl = URL.createObjectURL(data);
       output.src = this.objectUrl;
       output.hidden = false;
       this.received.push(now);
@@ -137,30 +117,33 @@
       $("camera-dropped").textContent = String(header.dropped);
     }
 
-    onClose(event) {
-      const wasOpen = !this.closed;
-      this.stop();
-      if (wasOpen && event.code !== 1000) {
-        const reason = event.reason || (event.code === 1006 ? "refused or lost (check the API key)" : "");
-        setError(`Stream closed (${event.code})${reason ? `: ${reason}` : ""}.`);
+    onEvent(event) {
+      if (event.kind === "failover" || event.kind === "reconnect") {
+        // seq restarts on the new connection: latencies of frames sent before it are unknown.
+        this.sent.clear();
+        this.seq = 0;
+        statusLine.textContent = `Streaming over WebSocket… (${event.kind}: ${event.reason})`;
+      } else if (event.kind === "failed") {
+        setError(`Stream closed: ${event.reason}.`);
+        this.stop();
       }
-      statusLine.textContent = "Stopped.";
     }
 
     reconfigure() {
-      if (this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(config()));
+      if (this.stream) this.stream.reconfigure(config());
     }
 
     stop() {
       if (this.closed) return;
       this.closed = true;
       clearTimeout(this.timer);
-      if (this.ws.readyState <= WebSocket.OPEN) this.ws.close(1000, "stopped");
+      if (this.stream) this.stream.close();
       for (const track of this.media.getTracks()) track.stop();
       video.srcObject = null;
       startButton.disabled = false;
       stopButton.disabled = true;
       if (session === this) session = null;
+      statusLine.textContent = "Stopped.";
     }
   }
 
@@ -185,7 +168,25 @@
     video.srcObject = media;
     $("camera-frames").textContent = "0";
     stopButton.disabled = false;
-    session = new Session(media, size);
+    try {
+      session = await window.EdgeCameraRtc.start(media, size, {
+        $, config, setError, onStopped: () => {
+          for (const track of media.getTracks()) track.stop();
+          video.srcObject = null;
+          startButton.disabled = false;
+          stopButton.disabled = true;
+          statusLine.textContent = "Stopped.";
+          session = null;
+        },
+      });
+      statusLine.textContent = "Streaming over WebRTC…";
+      $("camera-transport").textContent = "WebRTC";
+    } catch (err) {
+      // No WebRTC here, the server refused it, or no UDP path: the WebSocket stream carries the same session.
+      $("camera-transport").textContent = `WebSocket (WebRTC unavailable: ${err.message})`;
+      $("camera-output-video").hidden = true;
+      session = new Session(media, size);
+    }
   });
 
   stopButton.addEventListener("click", () => {

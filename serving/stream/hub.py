@@ -18,22 +18,48 @@ STREAM_VAE_DIR = "stream_vae"
 FRAME_BUCKETS = (0.002, 0.005, 0.01, 0.015, 0.025, 0.033, 0.05, 0.075, 0.1, 0.25, 0.5, 1, 2.5)
 
 
+#: The frame stream's transports; metrics carry one of these as their ``transport`` label.
+TRANSPORTS = ("websocket", "webrtc")
+
+
+class TransportMetrics:
+    """One transport's children of the labelled stream metrics."""
+
+    def __init__(self, frames, dropped, latency):
+        self.frames, self.dropped, self.latency = frames, dropped, latency
+
+
 class StreamMetrics:
-    def __init__(self, registry, active: Callable[[], int]):
-        Gauge("edge_diffusion_streams_active", "Open WebSocket frame streams", registry=registry).set_function(active)
-        self.frames = Counter("edge_diffusion_stream_frames_processed", "Stream frames answered with an image",
-                              registry=registry)
-        self.dropped = Counter("edge_diffusion_stream_frames_dropped",
-                               "Stream frames replaced by a newer frame before processing (latest frame wins)",
-                               registry=registry)
-        self.latency = Histogram("edge_diffusion_stream_frame_seconds",
-                                 "Per-frame latency: frame received to output sent", buckets=FRAME_BUCKETS,
-                                 registry=registry)
+    def __init__(self, registry, active: Callable[[str], int]):
+        gauge = Gauge("edge_diffusion_streams_active", "Open frame streams by transport", ("transport",),
+                      registry=registry)
+        frames = Counter("edge_diffusion_stream_frames_processed", "Stream frames answered with an image",
+                         ("transport",), registry=registry)
+        dropped = Counter("edge_diffusion_stream_frames_dropped",
+                          "Stream frames replaced by a newer frame before processing (latest frame wins)",
+                          ("transport",), registry=registry)
+        latency = Histogram("edge_diffusion_stream_frame_seconds",
+                            "Per-frame latency: frame received (decoded, for WebRTC) to output sent (handed to the "
+                            "encoder, for WebRTC)", ("transport",), buckets=FRAME_BUCKETS, registry=registry)
+        self.transports = {}
+        for name in TRANSPORTS:
+            gauge.labels(name).set_function(lambda name=name: active(name))
+            self.transports[name] = TransportMetrics(frames.labels(name), dropped.labels(name), latency.labels(name))
+        # The WebSocket session's call sites use these directly.
+        ws = self.transports["websocket"]
+        self.frames, self.dropped, self.latency = ws.frames, ws.dropped, ws.latency
         self.prepared = Counter("edge_diffusion_stream_configs_prepared",
                                 "Stream configs prepared (prompt encoded, noise and schedule set up): once per "
                                 "config and frame size, never per frame", registry=registry)
-        self.refused = Counter("edge_diffusion_stream_refused", "Stream upgrades refused, by reason", ("reason",),
-                               registry=registry)
+        self.eager = Counter("edge_diffusion_stream_frames_eager",
+                             "Stream frames run eagerly although CUDA graphs are on: their graph key (size, steps, "
+                             "start index, CFG on/off) was not captured in warm-up, and frames never capture",
+                             registry=registry)
+        self.codec_fallback = Counter("edge_diffusion_stream_codec_fallback",
+                                      "Stream frames the device JPEG codec refused, decoded or encoded by the CPU "
+                                      "codec instead, by operation", ("op",), registry=registry)
+        self.refused = Counter("edge_diffusion_stream_refused", "Stream upgrades and WebRTC offers refused, by reason",
+                               ("reason",), registry=registry)
 
 
 class StreamHub:
@@ -45,7 +71,9 @@ class StreamHub:
         self.sessions: set = set()
         self.frames_in_engine = 0
         self.draining = False
-        self.metrics = StreamMetrics(registry, lambda: len(self.sessions)) if registry is not None else None
+        self.metrics = StreamMetrics(registry, self._active) if registry is not None else None
+        # Where WebRTC media reaches this pod from outside (the node's public address); None: its own addresses.
+        self.public_address: Callable[[], Any] | None = None
         self._runner = None
         self._runner_lock = threading.Lock()
 
@@ -55,6 +83,9 @@ class StreamHub:
             return False
         self.sessions.add(session)
         return True
+
+    def _active(self, transport: str) -> int:
+        return sum(1 for s in self.sessions if getattr(s, "transport", "websocket") == transport)
 
     def closed(self, session) -> None:
         self.sessions.discard(session)
@@ -80,9 +111,15 @@ class StreamHub:
                     pipe = self.engine.backend.pipe
                     path = self.stream_vae_path()
                     vae = load_stream_vae(path, pipe) if path else None
-                    self._runner = FrameRunner(pipe, vae, cuda_graphs=not self.settings.stream_eager)
-                    log.info("stream runner", extra={"fields": {"vae": type(self._runner.vae).__name__,
-                                                                "cuda_graphs": self._runner.cuda_graphs}})
+                    runner = FrameRunner(pipe, vae, cuda_graphs=not self.settings.stream_eager)
+                    if self.metrics is not None:
+                        metrics = self.metrics
+                        runner.on_eager = metrics.eager.inc
+                        runner.codec.on_fallback = lambda op: metrics.codec_fallback.labels(op).inc()
+                    self._runner = runner
+                    log.info("stream runner", extra={"fields": {"vae": type(runner.vae).__name__,
+                                                                "cuda_graphs": runner.cuda_graphs,
+                                                                "device_jpeg": runner.codec.on_device}})
         return self._runner
 
     def stream_vae_path(self) -> str | None:
@@ -98,27 +135,29 @@ class StreamHub:
             self.runner()
 
     def warmup(self, defaults) -> None:
-        """Run (and on cuda capture) the stream's shape once, on the calling (model-load) thread: --stream-warmup-size,
-        or on cuda the model's default size."""
-        from PIL import Image
-
-        from serving.stream.frames import FrameConfig
+        """Capture the stream's graphs on the calling (model-load) thread, the only place frames capture: at
+        --stream-warmup-size, or on cuda the model's default size, one graph per key of
+        serving.stream.frames.warmup_configs (the default config first, then other start indices and CFG on/off).
+        Without graphs, one eager frame (cuDNN's algorithm search, allocator warm-up)."""
+        from serving.stream.frames import warmup_configs
 
         if self._runner is None:
             return
         shape = self.settings.stream_warmup_shape
         if shape is None and self._runner.cuda_graphs:
-            # On cuda the first frame of a shape captures its graph; the model's default size is the one to expect.
             shape = (defaults.width, defaults.height)
         if shape is None:
             return
         width, height = shape
-        steps = max(defaults.steps, 2)
-        config = FrameConfig(prompt="warm-up", strength=0.5, steps=steps, guidance_scale=defaults.guidance_scale,
-                             seed=0)
         runner = self.runner()
-        prepared = runner.prepare(config, width, height)
-        runner.run(prepared, Image.new("RGB", (width, height), (127, 127, 127)), threading.Event())
+        # The websocket's default steps (serving.stream.websocket: num_inference_steps or max(model steps, 2)).
+        configs = warmup_configs(max(defaults.steps, 2), defaults.guidance_scale)
+        if not runner.cuda_graphs:
+            configs = configs[:1]
+        for config in configs:
+            runner.warm(runner.prepare(config, width, height))
+        log.info("stream warmed", extra={"fields": {"width": width, "height": height, "graphs": runner.captures,
+                                                    "keys": [list(k) for k in runner.graph_keys]}})
 
     # -- lifecycle -----------------------------------------------------------------------------------------
     async def drain(self, timeout: float) -> bool:

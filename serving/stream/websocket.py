@@ -11,22 +11,17 @@ import asyncio
 import hmac
 import json
 import logging
-import threading
 import time
 
 from fastapi import FastAPI, WebSocket
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from serving.backends.base import GenerationParams
-from serving.core.errors import InvalidRequest, ServingError, Unavailable
+from serving.core.errors import ServingError, Unavailable
 from serving.stream.frames import FrameConfig
-from serving.stream.protocol import (INLINE_BYTES, INLINE_PIXELS, MEDIA, PREPARED_PER_STREAM, SUBPROTOCOL_PREFIX,
-                                     ConfigMessage)
+from serving.stream.protocol import INLINE_BYTES, INLINE_PIXELS, MEDIA, SUBPROTOCOL_PREFIX
+from serving.stream.session import ConfigRefused, infer_frame, parse_config
 from serving.core.imaging import encode_image
-from serving.core.img2img import check_strength, decode_image
-from serving.core.prompts import require_visible_text
 from serving.engine.state import ServerState
 
 log = logging.getLogger("serving.stream")
@@ -43,6 +38,8 @@ class _DenialFilter(logging.Filter):
 logging.getLogger("uvicorn.error").addFilter(_DenialFilter())
 
 class StreamSession:
+    transport = "websocket"
+
     def __init__(self, ws: WebSocket, state: ServerState):
         self.ws = ws
         self.state = state
@@ -51,7 +48,8 @@ class StreamSession:
         self.config: FrameConfig | None = None
         # Why the last config was refused: frames before any accepted config report it instead of asking again.
         self.config_error: str | None = None
-        self.pending: tuple[int, bytes, float] | None = None
+        # (seq, bytes, received, the frame's decode/upload already under way while the previous one ran, or None)
+        self.pending: tuple[int, bytes, float, asyncio.Future | None] | None = None
         self.received = 0
         self.dropped = 0
         self.processed = 0
@@ -118,47 +116,11 @@ class StreamSession:
 
     async def _on_config(self, text: str) -> None:
         try:
-            raw = json.loads(text)
-        except json.JSONDecodeError as exc:
-            await self.send_error(f"config is not valid JSON: {exc.msg}", None)
-            return
-        if not isinstance(raw, dict):
-            await self.send_error("config must be a JSON object", None)
-            return
-        try:
-            self.config = self._resolve(ConfigMessage(**raw))
+            self.config = parse_config(self.state, text)
             self.config_error = None
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            field = ".".join(str(p) for p in first.get("loc", ())) or None
-            message = "unknown field" if first.get("type") == "extra_forbidden" else first.get("msg")
-            await self._refuse_config(f"{field}: {message}", field)
-        except InvalidRequest as exc:
-            await self._refuse_config(exc.message, exc.param)
-
-    async def _refuse_config(self, message: str, field: str | None) -> None:
-        self.config_error = message
-        await self.send_error(message, field)
-
-    def _resolve(self, msg: ConfigMessage) -> FrameConfig:
-        d, s = self.state.defaults, self.settings
-        if d is None:
-            raise InvalidRequest("the model is still loading", param=None)
-        try:
-            require_visible_text(msg.prompt)
-        except ValueError as exc:
-            raise InvalidRequest(f"prompt: {exc}", param="prompt") from None
-        if len(msg.prompt) > s.max_prompt_length:
-            raise InvalidRequest(f"prompt: at most {s.max_prompt_length} characters", param="prompt")
-        # One denoising step by default (steps x strength = 1): the frame-rate setting of few-step models.
-        steps = msg.num_inference_steps or max(d.steps, 2)
-        if steps > s.max_steps:
-            raise InvalidRequest(f"num_inference_steps: at most {s.max_steps}", param="num_inference_steps")
-        strength = 0.5 if msg.strength is None else msg.strength
-        check_strength(steps, strength)
-        return FrameConfig(prompt=msg.prompt, negative_prompt=msg.negative_prompt, strength=strength, steps=steps,
-                           guidance_scale=d.guidance_scale if msg.guidance_scale is None else msg.guidance_scale,
-                           seed=0 if msg.seed is None else msg.seed, output_format=msg.output_format)
+        except ConfigRefused as exc:
+            self.config_error = exc.message
+            await self.send_error(exc.message, exc.field)
 
     async def _on_frame(self, data: bytes) -> None:
         self.received += 1
@@ -170,7 +132,11 @@ class StreamSession:
             self.dropped += 1
             if self.hub.metrics:
                 self.hub.metrics.dropped.inc()
-        self.pending = (self.received, data, time.perf_counter())
+        staged = None
+        if self.busy and self.config is not None:  # decode and upload it beside the frame on the device
+            staged = asyncio.ensure_future(asyncio.to_thread(self._decode, data, True))
+            staged.add_done_callback(lambda f: f.cancelled() or f.exception())  # a dropped frame's error is moot
+        self.pending = (self.received, data, time.perf_counter(), staged)
         self.wake.set()
 
     async def _work(self) -> None:
@@ -182,11 +148,11 @@ class StreamSession:
                 return
             if self.pending is None:
                 continue
-            seq, data, received = self.pending
+            seq, data, received, staged = self.pending
             self.pending = None
             self.busy = True
             try:
-                await self._process(seq, data, received)
+                await self._process(seq, data, received, staged)
             except (WebSocketDisconnect, RuntimeError):
                 return  # the client went away mid-send
             finally:
@@ -194,7 +160,10 @@ class StreamSession:
             if self.pending is not None or self.stopping:
                 self.wake.set()
 
-    async def _process(self, seq: int, data: bytes, received: float) -> None:
+    def _decode(self, data: bytes, stage: bool):
+        return self.hub.runner().decode(data, self.settings.min_image_size, self.settings.max_image_size, stage)
+
+    async def _process(self, seq: int, data: bytes, received: float, staged: asyncio.Future | None = None) -> None:
         config = self.config
         if config is None:
             if self.config_error is None:
@@ -203,13 +172,14 @@ class StreamSession:
                 await self.send_error(f"no config accepted yet; the last one was refused ({self.config_error}): "
                                       "send a corrected config", "config")
             return
-        s = self.settings
         try:
-            if len(data) <= INLINE_BYTES:
-                image = decode_image(data, "frame", s.min_image_size, s.max_image_size)
+            if staged is not None:
+                frame, size = await staged
+            elif len(data) <= INLINE_BYTES:
+                frame, size = self._decode(data, False)
             else:
-                image = await asyncio.to_thread(decode_image, data, "frame", s.min_image_size, s.max_image_size)
-            result = await self._infer(config, image)
+                frame, size = await asyncio.to_thread(self._decode, data, False)
+            result = await self._infer(config, frame, size)
         except Unavailable as exc:
             if self.stopping or self.state.engine.draining:
                 return  # the drain closes the stream with 1001
@@ -224,7 +194,9 @@ class StreamSession:
             return
         (output,) = result.images
         media = MEDIA[config.output_format]
-        if output.width * output.height <= INLINE_PIXELS:
+        if isinstance(output, bytes):  # encoded on the device (serving.stream.codec)
+            encoded = output
+        elif output.width * output.height <= INLINE_PIXELS:
             encoded = encode_image(output, media)
         else:
             encoded = await asyncio.to_thread(encode_image, output, media)
@@ -235,31 +207,8 @@ class StreamSession:
             self.hub.metrics.frames.inc()
             self.hub.metrics.latency.observe(time.perf_counter() - received)
 
-    async def _infer(self, config: FrameConfig, image):
-        width, height = image.size
-        key = (config, width, height)
-        hub = self.hub
-
-        def work(cancel: threading.Event) -> list:
-            runner = hub.runner()
-            prepared = self._prepared.get(key)
-            if prepared is None:  # embeddings, noise and schedule: once per config and size
-                prepared = runner.prepare(config, width, height)
-                if hub.metrics:
-                    hub.metrics.prepared.inc()
-                while len(self._prepared) >= PREPARED_PER_STREAM:
-                    self._prepared.pop(next(iter(self._prepared)))
-                self._prepared[key] = prepared
-            return [runner.run(prepared, image, cancel)]
-
-        params = GenerationParams(prompt=config.prompt, width=width, height=height, steps=config.steps,
-                                  guidance_scale=config.guidance_scale, seed=config.seed, image=image,
-                                  strength=config.strength)
-        hub.frames_in_engine += 1
-        try:
-            return await self.state.engine.generate(params, work=work, queue_exempt=True)
-        finally:
-            hub.frames_in_engine -= 1
+    async def _infer(self, config: FrameConfig, image, size: tuple[int, int]):
+        return await infer_frame(self.state, self._prepared, config, image, size, MEDIA[config.output_format])
 
 
 def _credentials(ws: WebSocket, key: bytes | None) -> tuple[bool, str | None]:

@@ -122,3 +122,50 @@ def test_the_device_run_measures_baseline_fast_and_the_one_step_tiny_vae_case():
     assert all(c.size == 512 for c in matrix)
     assert gpu.VARIANTS["fast"].cases(matrix) == matrix
     assert gpu.VARIANTS["tiny-vae"].cases(matrix) == [Case(512, 1, False)]
+
+
+def test_every_compiled_variant_compiles_its_own_graphs(monkeypatch, tmp_path, nvidia_pod):
+    """A variant sealed after its warm-up (Dynamo stance eager_on_recompile, as the server seals) must not leave the
+    next variant running eagerly under a compiled label. Each variant here is the server's shape policy around a
+    small module compiled with Dynamo's eager backend; Dynamo's counters, recorded per variant, say what compiled."""
+    import torch
+    from PIL import Image
+
+    from serving.backends.cuda.shapes import EAGER, FAST, RECORD, ShapePolicy
+
+    def image(case):
+        return Image.new("RGB", (case.size, case.size), (127, 127, 127))
+
+    def server_path(settings, cases=None):
+        policy = ShapePolicy(EAGER)
+        module = torch.nn.Linear(4, 4)
+        gate = policy.gate("unet", torch.compile(module, backend="eager", fullgraph=True, dynamic=False), module)
+        with policy.using(RECORD):  # the warm-up
+            gate(torch.ones(1, 4))
+        policy.seal()
+
+        def generate(case, seed):
+            with policy.using(FAST) as missed:
+                gate(torch.ones(1, 4))
+            assert not missed
+            return image(case)
+
+        return generate, {"backend": "cuda"}  # the server's cuda backend, as far as the phase can tell
+
+    monkeypatch.setattr(gpu_common, "ensure_models", lambda work, smoke: gpu_common.ModelFiles(
+        tmp_path / "ckpt", tmp_path / "taesd", "tiny"))
+    monkeypatch.setattr(gpu, "load_baseline", lambda models, device: (lambda case, seed: image(case), {}))
+    monkeypatch.setattr(gpu, "load_server_path", server_path)
+    torch._dynamo.reset()
+    try:
+        gpu.main(["--smoke", "--out", str(tmp_path), "--pod", str(nvidia_pod), "--iters", "2", "--cfg", "off",
+                  "--variants", "fast,tiny-vae,deepcache"])
+    finally:
+        torch.compiler.set_stance("default")
+        torch._dynamo.reset()
+    data = json.loads((tmp_path / "pipelines.json").read_text())
+    assert data["errors"] == []
+    compiled = {name: v["graphs_compiled"] for name, v in data["variants"].items()}
+    assert compiled["baseline"] == {"warmup": 0, "requests": 0}
+    for name in ("fast", "tiny-vae", "deepcache"):
+        assert compiled[name] == {"warmup": 1, "requests": 0}, compiled  # nothing compiles at request time

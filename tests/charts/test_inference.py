@@ -70,7 +70,7 @@ def _container(deployment: dict) -> dict:
 
 
 def _env(deployment: dict) -> dict[str, str]:
-    return {e["name"]: e["value"] for e in _container(deployment)["env"]}
+    return {e["name"]: e["value"] for e in _container(deployment)["env"] if "value" in e}
 
 
 def _required_node_labels(pod: dict) -> dict[str, str]:
@@ -244,16 +244,35 @@ def test_probes_and_ports_match_what_the_server_serves(deployments, edge_service
     assert "/v1/endpoints" in routes
     for deployment in deployments.values():
         container = _container(deployment)
-        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-        assert ports == {"http": defaults.port, "metrics": defaults.metrics_port}
+        ports = {p["name"]: p["containerPort"] for p in container["ports"] if p["protocol"] == "TCP"}
+        # The default TLS mode (private-ca) serves HTTPS, and the port's name says so.
+        assert cfg.tls.enabled
+        assert ports == {"https": defaults.port, "metrics": defaults.metrics_port}
         for probe_name, path in (("startupProbe", "/readyz"), ("readinessProbe", "/readyz"),
                                  ("livenessProbe", "/healthz")):
             probe = container[probe_name]["httpGet"]
             assert probe["path"] == path and path in routes and path in unauthenticated
-            assert probe["port"] == ports["http"] == defaults.port
+            assert probe["port"] == ports["https"] == defaults.port
     (port,) = edge_service["spec"]["ports"]
     assert port["port"] == defaults.port
     assert port["targetPort"] == defaults.port
+
+
+def test_webrtc_media_reaches_the_nvidia_pods_on_udp_host_ports_only(deployments, cfg):
+    first, last = cfg.workloads.webrtc_ports
+    for accelerator, deployment in deployments.items():
+        container = _container(deployment)
+        udp = [p for p in container["ports"] if p["protocol"] == "UDP"]
+        env = {e["name"]: e for e in container["env"]}
+        if accelerator != "nvidia":
+            assert not udp and "SERVING_WEBRTC_PORTS" not in env
+            continue
+        # ICE candidates name the bound port: node port == pod port, the whole range the server binds in.
+        assert [(p["containerPort"], p["hostPort"]) for p in udp] == [(n, n) for n in range(first, last + 1)]
+        assert env["SERVING_WEBRTC_PORTS"]["value"] == f"{first}-{last}"
+        assert env["SERVING_WEBRTC_PUBLIC_HOST"]["value"] == "node"
+        assert env["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
+        Settings(model="/opt/model", webrtc_ports=env["SERVING_WEBRTC_PORTS"]["value"], webrtc_public_host="node")
 
 
 def _startup_budget(deployment: dict) -> int:
@@ -467,7 +486,7 @@ def test_edge_service_is_a_local_nodeport_on_the_public_port_only(edge_service, 
     assert spec["type"] == "NodePort"
     assert spec["externalTrafficPolicy"] == "Local"
     assert spec["ports"] == [
-        {"name": "http", "protocol": "TCP", "port": 8080, "targetPort": 8080, "nodePort": cfg.workloads.node_port}
+        {"name": "https", "protocol": "TCP", "port": 8080, "targetPort": 8080, "nodePort": cfg.workloads.node_port}
     ]
 
 
@@ -479,18 +498,30 @@ def test_metrics_port_is_never_on_a_nodeport(objects):
                 assert "nodePort" not in port
 
 
-def test_network_policy_keeps_the_metrics_port_for_the_autoscaler(objects, deployments):
+def test_network_policy_keeps_the_metrics_port_for_the_autoscaler_and_the_collector(objects, deployments):
+    from charts import observability as obs
+
     (policy,) = _of_kind(objects, "NetworkPolicy")
     spec = policy["spec"]
     for deployment in deployments.values():
         assert _matches(spec["podSelector"]["matchLabels"], deployment["spec"]["template"]["metadata"]["labels"])
     assert spec["policyTypes"] == ["Ingress"]
-    by_port = {rule["ports"][0]["port"]: rule for rule in spec["ingress"]}
+    by_port: dict[int, list] = {}
+    for rule in spec["ingress"]:
+        tcp = [port for port in rule["ports"] if port["protocol"] == "TCP"]
+        assert len(tcp) == 1
+        by_port.setdefault(tcp[0]["port"], []).extend(rule["from"])
+        # The only other port: the nvidia pods' WebRTC media range, beside the public port (same clients).
+        udp = [port for port in rule["ports"] if port["protocol"] == "UDP"]
+        assert not udp or (tcp[0]["port"] == inference.HTTP_PORT and len(udp) == 1 and "endPort" in udp[0])
     assert set(by_port) == {inference.HTTP_PORT, inference.METRICS_PORT}
     # Anyone: the cluster is IPv4-only, and the node security group decides who reaches the NodePort.
-    assert by_port[inference.HTTP_PORT]["from"] == [{"ipBlock": {"cidr": "0.0.0.0/0"}}]
-    assert by_port[inference.METRICS_PORT]["from"] == [
-        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": KEDA_NAMESPACE}}, "podSelector": {}}
+    assert by_port[inference.HTTP_PORT] == [{"ipBlock": {"cidr": "0.0.0.0/0"}}]
+    # KEDA reads /load; the metrics collector (its namespace AND its pod labels) reads /metrics; nobody else.
+    assert by_port[inference.METRICS_PORT] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": KEDA_NAMESPACE}}, "podSelector": {}},
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": obs.COLLECTOR_NAMESPACE}},
+         "podSelector": {"matchLabels": obs.COLLECTOR_LABELS}},
     ]
 
 
@@ -534,7 +565,7 @@ def test_inventory_lists_the_edge_service_endpoints(objects, cfg):
         "metadata": {"name": "edge-diffusion-abcde", "namespace": cfg.workloads.namespace,
                      "labels": {server_inventory.SERVICE_NAME_LABEL: service["metadata"]["name"]}},
         "addressType": "IPv4",
-        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+        "ports": [{"name": "https", "port": 8080, "protocol": "TCP"}],
         "endpoints": [{"addresses": ["10.40.128.12"], "conditions": {"ready": True, "serving": True,
                                                                        "terminating": False},
                        "nodeName": "ip-10-40-128-5.us-west-2.compute.internal", "zone": "us-west-2-lax-1a"}],
@@ -552,7 +583,8 @@ def test_inventory_lists_the_edge_service_endpoints(objects, cfg):
     validate_k8s_object(endpoint_slice)
     items = server_inventory.endpoints_from_objects([endpoint_slice], [node], service["spec"]["ports"][0]["nodePort"])
     url = f"http://198.51.100.7:{cfg.workloads.node_port}"
-    assert items == [{"url": url, "stream_url": server_objects.stream_url(url), "zone": "us-west-2-lax-1a",
+    assert items == [{"url": url, "stream_url": server_objects.stream_url(url), "webrtc_url": server_objects.webrtc_url(url),
+                      "zone": "us-west-2-lax-1a",
                       "accelerator": "nvidia", "ready": True}]
 
 
@@ -616,11 +648,12 @@ def test_load_signal_is_what_the_server_reports():
 
 
 def test_tag_images_are_always_pulled_and_documented_for_checkov(deployments):
-    for deployment in deployments.values():
+    for accelerator, deployment in deployments.items():
         assert _container(deployment)["imagePullPolicy"] == "Always"
         skips = {v.split("=", 1)[0] for k, v in deployment["metadata"]["annotations"].items()
                  if k.startswith("checkov.io/skip")}
-        assert skips == {"CKV_K8S_43", "CKV_K8S_14"}
+        # CKV_K8S_26 (hostPort): the WebRTC media ports, nvidia only.
+        assert skips == {"CKV_K8S_43", "CKV_K8S_14"} | ({"CKV_K8S_26"} if accelerator == "nvidia" else set())
 
 
 def test_digest_pinned_images_need_no_checkov_skip():
@@ -628,7 +661,8 @@ def test_digest_pinned_images_need_no_checkov_skip():
     objects = _render(_config(workloads={"image_tag": digest}))
     for deployment in _of_kind(objects, "Deployment"):
         assert _container(deployment)["imagePullPolicy"] == "IfNotPresent"
-        assert "annotations" not in deployment["metadata"]
+        skips = {v.split("=", 1)[0] for v in (deployment["metadata"].get("annotations") or {}).values()}
+        assert skips <= {"CKV_K8S_26"}
 
 
 # ---------------------------------------------------------------- config validation

@@ -11,7 +11,7 @@ import pytest
 
 from charts.node_dns import NodeDnsChart, external_dns_args, fqdn_template
 from charts.tls import CA_SECRET, SERVING_SECRET, TLS_DIR, TlsIssuersChart
-from serving.fleet.inventory import node_dns_name
+from serving.fleet.objects import node_dns_name
 from serving.core.settings import settings_from
 from tests.charts.test_inference import _config, _container, _env, _render
 from tests.k8s_schema import validate_k8s_object
@@ -104,6 +104,10 @@ def test_plaintext_mode_has_no_tls_objects_or_settings():
         assert not [k for k in _env(deployment) if "TLS" in k]
         assert all(container[p]["httpGet"]["scheme"] == "HTTP" for p in ("startupProbe", "readinessProbe"))
         assert not [v for v in deployment["spec"]["template"]["spec"]["volumes"] if v.get("secret")]
+        tcp = [p["name"] for p in container["ports"] if p["protocol"] == "TCP"]
+        assert tcp == ["http", "metrics"]  # plain HTTP: the name says http
+    (service,) = [o for o in objects if o["kind"] == "Service" and o["spec"].get("type") == "NodePort"]
+    assert [p["name"] for p in service["spec"]["ports"]] == ["http"]
     with pytest.raises(ValueError, match="nothing to issue"):
         _issuers(_config(**PLAIN))
 

@@ -23,6 +23,11 @@ def test_private_ca_is_the_default():
     ({"tls__server_name": "Inference_Server"}, "edge.tls.server_name: 'Inference_Server' is not valid"),
     ({"tls__renew_before_days": "90"}, "edge.tls.renew_before_days: 90 days is not shorter than"),
     ({"tls__alow_plaintext_nodeport": "true"}, "edge.tls.alow_plaintext_nodeport: unknown field (typo?)"),
+    ({"tls__mode": "acme", "tls__acme__hosted_zone_id": "Z0123456789ABCDEFGHIJ",
+      "tls__acme__hosted_zone_name": "example.com", "tls__acme__directory_url": "https://acme.zerossl.com/v2/DV90"},
+     "edge.tls.acme.caa_issuer: is Let's Encrypt's CAA domain, but directory_url names another CA"),
+    ({"tls__acme__account_uri": "https://ca.example/acct/1; accounturi=https://evil.example/acct/2"},
+     "edge.tls.acme.account_uri: "),
 ])
 def test_errors_name_the_field(overrides, expected):
     assert error_for(**overrides).startswith(expected)

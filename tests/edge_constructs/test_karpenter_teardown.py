@@ -177,3 +177,144 @@ def test_handler_does_nothing_on_create_and_update(monkeypatch):
         handler.handler({"RequestType": request, "ResponseURL": "https://example.invalid", "StackId": "s",
                          "RequestId": "r", "LogicalResourceId": "l", "ResourceProperties": {}}, None)
     assert [status for status, _ in sent] == ["SUCCESS", "SUCCESS"]
+
+
+# ---------------------------------------------------------------- ACME: the node records go after the nodes
+
+ACME = {"tls__mode": "acme", "tls__acme__hosted_zone_id": "Z0123456789ABCDEFGHIJ",
+        "tls__acme__hosted_zone_name": "example.com"}
+OWNER = "edge-diffusion"
+
+
+def _txt(name: str, owner: str, resource: str = "node/n") -> dict:
+    value = f'"heritage=external-dns,external-dns/owner={owner},external-dns/resource={resource}"'
+    return {"Name": name, "Type": "TXT", "TTL": 300, "ResourceRecords": [{"Value": value}]}
+
+
+def _a(name: str, kind: str = "A") -> dict:
+    return {"Name": name, "Type": kind, "TTL": 300, "ResourceRecords": [{"Value": "198.51.100.7"}]}
+
+
+class FakeRoute53:
+    def __init__(self, records: list[dict]):
+        self.records = records
+        self.batches: list[list[dict]] = []
+
+    def get_paginator(self, name):
+        assert name == "list_resource_record_sets"
+        fake = self
+
+        class Paginator:
+            def paginate(self, HostedZoneId):
+                assert HostedZoneId == ACME["tls__acme__hosted_zone_id"]
+                yield {"ResourceRecordSets": fake.records[:3]}
+                yield {"ResourceRecordSets": fake.records[3:]}
+        return Paginator()
+
+    def change_resource_record_sets(self, HostedZoneId, ChangeBatch):
+        changes = ChangeBatch["Changes"]
+        assert all(c["Action"] == "DELETE" for c in changes)
+        self.batches.append([c["ResourceRecordSet"] for c in changes])
+
+
+def test_handler_deletes_exactly_the_records_this_cluster_owns():
+    handler = _handler()
+    owned = [
+        _a("node-1.nodes.example.com."), _txt("node-1.nodes.example.com.", OWNER),      # legacy format
+        _txt("a-node-1.nodes.example.com.", OWNER),                                       # new format
+        _a("node-2.nodes.example.com.", "AAAA"), _txt("aaaa-node-2.nodes.example.com.", OWNER),
+        _a("node-3.nodes.example.com."), _txt("a._metadata.node-3.nodes.example.com.", OWNER),  # metadata format
+    ]
+    kept = [
+        _a("other.nodes.example.com."), _txt("a-other.nodes.example.com.", "another-cluster"),
+        _txt("a-node-9.nodes.example.com.", "edge-diffusion-2"),  # an owner id that only starts with ours
+        _a("node-1.example.com."), _txt("a-node-1.example.com.", OWNER),  # outside the node subdomain
+        {"Name": "nodes.example.com.", "Type": "CAA", "TTL": 3600, "ResourceRecords": [{"Value": '0 issue "x"'}]},
+    ]
+    route53 = FakeRoute53(kept[:2] + owned + kept[2:])
+    assert handler.remove_owned_records(route53, ACME["tls__acme__hosted_zone_id"], "nodes.example.com",
+                                        OWNER) == len(owned)
+    deleted = [r for batch in route53.batches for r in batch]
+    assert sorted(map(json.dumps, deleted)) == sorted(map(json.dumps, owned))
+
+
+def test_handler_removes_the_records_only_after_the_nodes(monkeypatch):
+    handler = _handler()
+    order = []
+    monkeypatch.setenv("CLUSTER_NAME", OWNER)
+    monkeypatch.setenv("VPC_ID", "vpc-1")
+    monkeypatch.setenv("HOSTED_ZONE_ID", ACME["tls__acme__hosted_zone_id"])
+    monkeypatch.setenv("NODE_DOMAIN", "nodes.example.com")
+    monkeypatch.setenv("DNS_OWNER_ID", OWNER)
+    monkeypatch.setattr(handler, "ec2_client", lambda: "ec2")
+    monkeypatch.setattr(handler, "route53_client", lambda: "route53")
+    monkeypatch.setattr(handler, "teardown", lambda *a, **k: order.append("nodes") or "terminated")
+    monkeypatch.setattr(handler, "remove_owned_records", lambda *a: order.append(("dns", a)) or 4)
+    sent = []
+    monkeypatch.setattr(handler, "send_response", lambda event, status, reason, pid: sent.append((status, reason)))
+
+    class Context:
+        def get_remaining_time_in_millis(self):
+            return 900_000
+
+    handler.handler({"RequestType": "Delete", "ResponseURL": "https://example.invalid", "StackId": "s",
+                     "RequestId": "r", "LogicalResourceId": "l"}, Context())
+    assert order == ["nodes", ("dns", ("route53", ACME["tls__acme__hosted_zone_id"], "nodes.example.com", OWNER))]
+    assert sent[0][0] == "SUCCESS" and "4 DNS record set(s)" in sent[0][1]
+
+
+@pytest.fixture(scope="module")
+def acme_cluster(cluster_template) -> dict:
+    return cluster_template(**ACME)
+
+
+def test_external_dns_goes_before_the_teardown_and_the_caa_record_after(acme_cluster):
+    resources = acme_cluster["Resources"]
+    [teardown] = [lid for lid, r in resources.items() if r["Type"] == "Custom::KarpenterNodeTeardown"]
+    [caa] = [lid for lid, r in resources.items()
+             if r["Type"] == "AWS::Route53::RecordSet" and r["Properties"]["Type"] == "CAA"]
+    names = _group_names(resources)
+    groups = extract_manifests(acme_cluster)
+    [external_dns] = [lid for lid, r in resources.items() if r["Type"] == MANIFEST_TYPE
+                      and any(o["kind"] == "Deployment" and o["metadata"]["name"] == "external-dns"
+                              for o in groups[names[lid]])]
+    # Dependents are deleted first: external-dns, then the teardown (nodes, then records), then the CAA record.
+    assert teardown in _deps(resources, external_dns)
+    assert caa in _deps(resources, teardown)
+    # The teardown deletes records under the owner id external-dns writes.
+    [deployment] = [o for o in groups[names[external_dns]] if o["kind"] == "Deployment"]
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    [function] = [r for r in resources.values() if r["Type"] == "AWS::Lambda::Function"
+                  and "HOSTED_ZONE_ID" in json.dumps(r["Properties"].get("Environment", {}))]
+    env = function["Properties"]["Environment"]["Variables"]
+    assert f"--txt-owner-id={env['DNS_OWNER_ID']}" in args
+    assert f"--domain-filter={env['NODE_DOMAIN']}" in args
+    assert env["HOSTED_ZONE_ID"] == ACME["tls__acme__hosted_zone_id"]
+
+
+def test_the_teardown_may_only_delete_node_records(acme_cluster):
+    statements = [s for r in acme_cluster["Resources"].values() if r["Type"] == "AWS::IAM::Policy"
+                  and "KarpenterTeardown" in json.dumps(r["Properties"].get("Roles", []))
+                  for s in r["Properties"]["PolicyDocument"]["Statement"]]
+    [change] = [s for s in statements if s["Action"] == "route53:ChangeResourceRecordSets"]
+    assert change["Condition"] == {
+        "ForAllValues:StringEquals": {"route53:ChangeResourceRecordSetsActions": ["DELETE"],
+                                      "route53:ChangeResourceRecordSetsRecordTypes": ["A", "AAAA", "TXT"]},
+        "ForAllValues:StringLike": {"route53:ChangeResourceRecordSetsNormalizedRecordNames": ["*.nodes.example.com"]},
+    }
+
+
+def test_the_caa_record_limits_issuance_to_the_acme_account(acme_cluster, cluster_template):
+    def caa(template: dict) -> dict:
+        [record] = [r["Properties"] for r in template["Resources"].values()
+                    if r["Type"] == "AWS::Route53::RecordSet" and r["Properties"]["Type"] == "CAA"]
+        return record
+
+    record = caa(acme_cluster)
+    assert record["Name"] == "nodes.example.com." and record["HostedZoneId"] == ACME["tls__acme__hosted_zone_id"]
+    assert record["ResourceRecords"] == ['0 issue "letsencrypt.org; validationmethods=dns-01"']
+    account = "https://acme-v02.api.letsencrypt.org/acme/acct/123456789"
+    pinned = caa(cluster_template(**ACME, tls__acme__account_uri=account))
+    assert pinned["ResourceRecords"] == [f'0 issue "letsencrypt.org; accounturi={account}; validationmethods=dns-01"']
+    # Only the acme mode publishes node names: no CAA record in the default private-ca mode.
+    assert not [r for r in cluster_template()["Resources"].values() if r["Type"] == "AWS::Route53::RecordSet"]

@@ -251,3 +251,25 @@ def test_warmup_covers_configured_sizes_or_the_default():
     backend.fixed_shape = (768, 768)  # compiled models warm up at their one shape
     backend.warmup([(512, 512)])
     assert backend.seen == [(768, 768, 4, 7.5)]
+
+
+def test_images_leave_the_device_as_uint8_and_match_diffusers_pil_output(cpu_backend):
+    """The backend asks diffusers for tensors and converts to uint8 on the device (a quarter of the bytes to copy
+    back, no float work on the host); the images are exactly what diffusers' own "pil" output gives."""
+    import numpy as np
+    import torch
+
+    from serving.backends.base import to_pil
+
+    params = GenerationParams(prompt="a red cube", width=64, height=64, steps=2, guidance_scale=0.0, seed=7, n=2)
+    ours = cpu_backend.generate(params, threading.Event())
+    pipe = cpu_backend.pipe
+    with torch.inference_mode():
+        reference = pipe(prompt="a red cube", width=64, height=64, num_inference_steps=2, guidance_scale=0.0,
+                         num_images_per_prompt=2, generator=torch.Generator("cpu").manual_seed(7),
+                         output_type="pil").images
+    assert [im.size for im in ours] == [(64, 64)] * 2 and all(im.mode == "RGB" for im in ours)
+    for a, b in zip(ours, reference):
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+    grey = to_pil(torch.full((1, 1, 8, 8), 0.5))
+    assert grey[0].mode == "L" and np.asarray(grey[0]).max() == 128  # round half to even: 127.5 -> 128

@@ -312,3 +312,18 @@ def test_fixed_shape_backends_reject_other_shapes_naming_the_field():
     with pytest.raises(InvalidRequest) as err:
         run(engine.generate(GenerationParams("p", 512, 512, 1, 0.0, 0, n=2)))
     assert err.value.param == "n"
+
+
+def test_each_failed_request_is_reported_by_kind_for_the_accelerator_alarm():
+    backend = StepBackend(fail=MemoryError("out of memory"))
+    engine = Engine(backend, max_concurrency=1, max_queue=0, request_timeout=5)
+    kinds = []
+    engine.on_accelerator_error = kinds.append
+    with pytest.raises(Unavailable, match="out of memory"):
+        run(engine.generate(params()))
+    backend.fail = DeviceFault("device fault")
+    with pytest.raises(Unavailable, match="accelerator failed"):
+        run(engine.generate(params()))
+    backend.fail = None
+    run(engine.generate(params()))
+    assert kinds == ["oom", "error"]

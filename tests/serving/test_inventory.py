@@ -265,10 +265,10 @@ def endpoint_slices() -> list[dict]:
 
 def test_lists_one_url_per_node_with_a_ready_endpoint(endpoint_slices, nodes):
     assert endpoints_from_objects(endpoint_slices, nodes, NODE_PORT) == [
-        {"url": "http://198.51.100.10:30080", "stream_url": "ws://198.51.100.10:30080/v1/stream", "zone": LAX_A, "accelerator": "nvidia", "ready": True},
-        {"url": "http://198.51.100.30:30080", "stream_url": "ws://198.51.100.30:30080/v1/stream", "zone": LAX_A, "accelerator": "nvidia", "ready": False},
-        {"url": "http://198.51.100.20:30080", "stream_url": "ws://198.51.100.20:30080/v1/stream", "zone": LAX_B, "accelerator": "nvidia", "ready": True},
-        {"url": "http://203.0.113.7:30080", "stream_url": "ws://203.0.113.7:30080/v1/stream", "zone": REGION_A, "accelerator": "neuron", "ready": True},
+        {"url": "http://198.51.100.10:30080", "stream_url": "ws://198.51.100.10:30080/v1/stream", "webrtc_url": "http://198.51.100.10:30080/v1/webrtc", "zone": LAX_A, "accelerator": "nvidia", "ready": True},
+        {"url": "http://198.51.100.30:30080", "stream_url": "ws://198.51.100.30:30080/v1/stream", "webrtc_url": "http://198.51.100.30:30080/v1/webrtc", "zone": LAX_A, "accelerator": "nvidia", "ready": False},
+        {"url": "http://198.51.100.20:30080", "stream_url": "ws://198.51.100.20:30080/v1/stream", "webrtc_url": "http://198.51.100.20:30080/v1/webrtc", "zone": LAX_B, "accelerator": "nvidia", "ready": True},
+        {"url": "http://203.0.113.7:30080", "stream_url": "ws://203.0.113.7:30080/v1/stream", "webrtc_url": "http://203.0.113.7:30080/v1/webrtc", "zone": REGION_A, "accelerator": "neuron", "ready": True},
     ]
 
 

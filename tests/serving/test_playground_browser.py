@@ -158,6 +158,9 @@ def test_invalid_input_is_caught_before_sending(page, live_server):
 
 
 def test_camera_mode_streams_frames(page, live_server):
+    # A browser without WebRTC (the same fallback as a network without UDP): the page uses the WebSocket stream.
+    # It also keeps this test's media off every interface but loopback (test_playground_webrtc covers WebRTC).
+    page.add_init_script("delete window.RTCPeerConnection;")
     page.goto(live_server.url + "/")
     page.fill("#prompt", "a neon city at night")
     page.click("#auth summary")
@@ -170,7 +173,8 @@ def test_camera_mode_streams_frames(page, live_server):
     assert re.fullmatch(r"\d+ ms", page.inner_text("#camera-latency"))
     assert re.fullmatch(r"\d+ ms", page.inner_text("#camera-inference"))
     assert page.locator("#camera-output").evaluate("img => [img.naturalWidth, img.naturalHeight]") == [256, 256]
-    assert page.inner_text("#camera-status") == "Streaming…"
+    assert page.inner_text("#camera-status") == "Streaming over WebSocket…"
+    assert page.inner_text("#camera-transport").startswith("WebSocket (WebRTC unavailable")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "playground-camera.png"), full_page=True)
     page.click("#camera-stop")

@@ -178,7 +178,7 @@ def test_frames_round_trip_with_config_once(server):
 
 
 def test_latest_frame_wins(server):
-    dropped_before = metric(server, "edge_diffusion_stream_frames_dropped_total")
+    dropped_before = metric(server, "edge_diffusion_stream_frames_dropped_total{transport=\"websocket\"}")
     with open_stream(server) as ws:
         ws.send(json.dumps({"prompt": "fast", "num_inference_steps": 8, "strength": 1.0}))
         for _ in range(12):  # far faster than 8 steps a frame on a CPU
@@ -189,7 +189,7 @@ def test_latest_frame_wins(server):
     seqs = [h["seq"] for h in headers]
     assert seqs == sorted(seqs) and len(seqs) < 12  # never a queue: older frames were skipped
     assert headers[-1]["dropped"] == 12 - len(seqs) > 0
-    assert metric(server, "edge_diffusion_stream_frames_dropped_total") - dropped_before == 12 - len(seqs)
+    assert metric(server, "edge_diffusion_stream_frames_dropped_total{transport=\"websocket\"}") - dropped_before == 12 - len(seqs)
 
 
 def test_errors_name_the_field_and_keep_the_stream_open(server):
@@ -235,7 +235,7 @@ def test_max_streams_and_load_signal(server):
         load = httpx.get(server.metrics_url + "/load").json()
         # Two open streams on one slot: the pod reads as loaded (2.0) though no frame is running.
         assert load["streams"] == 2 and load["load"] == 2.0
-        assert metric(server, "edge_diffusion_streams_active") == 2
+        assert metric(server, "edge_diffusion_streams_active{transport=\"websocket\"}") == 2
     deadline = time.monotonic() + 5
     while httpx.get(server.metrics_url + "/load").json()["streams"] and time.monotonic() < deadline:
         time.sleep(0.05)

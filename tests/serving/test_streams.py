@@ -51,20 +51,41 @@ class FakeRunner:
     def __init__(self, cuda_graphs):
         self.cuda_graphs = cuda_graphs
         self.shapes = []
+        self.warmed = []
 
     def prepare(self, config, width, height):
         self.shapes.append((width, height))
         return config
 
-    def run(self, prepared, image, cancel):
-        assert image.size == self.shapes[-1]
+    def warm(self, prepared):
+        self.warmed.append(prepared)
+
+    @property
+    def captures(self):
+        return len(self.warmed) if self.cuda_graphs else 0
+
+    graph_keys = ()
 
 
 def test_warmup_captures_the_default_size_on_cuda_only(tmp_path):
     defaults = SimpleNamespace(width=512, height=512, steps=1, guidance_scale=0.0)
-    for cuda_graphs, flag, expected in ((True, None, [(512, 512)]), (False, None, []),
-                                        (False, "256x256", [(256, 256)]), (True, "256x128", [(256, 128)])):
+    # Steps 2 (the websocket's default for a 1-step model): start indices 0 and 1, CFG off and on -> 4 graph keys.
+    for cuda_graphs, flag, expected in ((True, None, [(512, 512)] * 4), (False, None, []),
+                                        (False, "256x256", [(256, 256)]), (True, "256x128", [(256, 128)] * 4)):
         h = hub(tmp_path, **({"stream_warmup_size": flag} if flag else {}))
         h._runner = FakeRunner(cuda_graphs)
         h.warmup(defaults)
         assert h._runner.shapes == expected, (cuda_graphs, flag)
+        assert len(h._runner.warmed) == len(expected)
+        if expected:  # the stream's default config comes first
+            assert h._runner.warmed[0].strength == 0.5 and h._runner.warmed[0].steps == 2
+
+
+def test_the_runners_eager_frames_reach_the_metric(tmp_path, cpu_backend):
+    settings = Settings(model=str(tmp_path), device="cpu")
+    h = StreamHub(settings, SimpleNamespace(max_concurrency=2, backend=cpu_backend), CollectorRegistry())
+    runner = h.runner()
+    runner.on_eager()
+    assert h.metrics.eager._value.get() == 1
+    runner.codec.on_fallback("decode")
+    assert h.metrics.codec_fallback.labels("decode")._value.get() == 1

@@ -369,6 +369,9 @@ def test_playground_in_chromium_over_https(server, pki, tmp_path):
         try:
             page = browser.new_page()
             page.set_default_timeout(30_000)
+            # The camera's WebSocket fallback is what this test checks (wss:// from an https page); without
+            # RTCPeerConnection the page takes it, and no media leaves loopback.
+            page.add_init_script("delete window.RTCPeerConnection;")
             page.goto(origin + "/")
             assert page.evaluate("window.isSecureContext") is True
             page.fill("#prompt", "a lighthouse over https")

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from cfnlint.api import ManualArgs, lint_file
 
-EXPECTED_STACKS = {"EdgeClusterStack", "ImagePipelineStack"}
+EXPECTED_STACKS = {"EdgeClusterStack", "ImagePipelineStack", "OperationsStack"}
 
 
 def test_every_template_lints_without_errors(cloud_assembly):

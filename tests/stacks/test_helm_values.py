@@ -23,7 +23,8 @@ def test_every_key_passed_to_a_chart_exists_at_the_pinned_version(releases):
     print(f"helm-values gate: {len(releases)} releases checked ({', '.join(sorted(releases))})")
     assert not problems, "\n".join(problems)
     pinned = {pin[1] for pin in (versions.METRICS_SERVER_CHART, versions.NVIDIA_DEVICE_PLUGIN_CHART,
-                                 versions.NEURON_CHART, versions.VOLCANO_CHART, versions.KEDA_CHART)}
+                                 versions.NEURON_CHART, versions.VOLCANO_CHART, versions.KEDA_CHART,
+                                 versions.SPEGEL_CHART)}
     assert pinned | {"karpenter"} <= {r["chart"] for r in releases.values()}
 
 

@@ -184,7 +184,7 @@ def test_pods_go_before_the_cache_bucket_is_emptied(resources):
 def test_nvidia_pods_get_the_cache_bucket_and_neuron_pods_nothing(manifests, resources, cfg):
     bucket_id = _cache_bucket(resources)
     deployments = {o["metadata"]["name"]: o for o in manifests[CHART_GROUP] if o["kind"] == "Deployment"}
-    env = {name: {e["name"]: e["value"] for e in d["spec"]["template"]["spec"]["containers"][0]["env"]}
+    env = {name: {e["name"]: e["value"] for e in d["spec"]["template"]["spec"]["containers"][0]["env"] if "value" in e}
            for name, d in deployments.items()}
     assert env["inference-nvidia"]["SERVING_COMPILE_CACHE_S3"] == f"s3://<Ref:{bucket_id}>/compile-cache/"
     assert env["inference-nvidia"]["SERVING_COMPILE"] == "true"
@@ -211,7 +211,7 @@ def test_pods_get_the_secret_arn_and_the_service_account(manifests, resources, c
     for deployment in deployments:
         pod = deployment["spec"]["template"]["spec"]
         assert pod["serviceAccountName"] == SERVICE_ACCOUNT_NAME
-        env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
+        env = {e["name"]: e["value"] for e in pod["containers"][0]["env"] if "value" in e}
         assert env["SERVING_API_KEY_SECRET_ARN"] == f"<Ref:{secret_id}>"
         assert env["AWS_REGION"] == cfg.region
         # The key reaches the server only through Secrets Manager, never as a value or a file in the manifest.

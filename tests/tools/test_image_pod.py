@@ -70,12 +70,13 @@ def test_unknown_quantities_name_the_field():
 def test_the_env_is_the_deployments_except_what_needs_a_cluster(deployment):
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     env = image_pod.pod_env(IMAGE_CONFIG, container)
-    rendered = {e["name"]: e["value"] for e in container["env"]}
+    rendered = {e["name"]: e.get("value") for e in container["env"]}
     for name, value in rendered.items():
         if name not in image_pod.LOCAL_OVERRIDES:
             assert env[name] == value
     assert env["SERVING_DEVICE"] == "cpu" and env["SERVING_API_KEY_FILE"] == image_pod.API_KEY_PATH
     assert not any(name.startswith("SERVING_INVENTORY") or name == "SERVING_API_KEY_SECRET_ARN" for name in env)
+    assert "NODE_NAME" not in env and "SERVING_WEBRTC_PUBLIC_HOST" not in env
     assert env["PATH"] == "/usr/local/bin:/usr/bin:/bin" and env["SERVING_MODEL"] == "/opt/model"
     with pytest.raises(ValueError, match="SECRET_THING"):
         image_pod.pod_env(IMAGE_CONFIG, {"env": [{"name": "SECRET_THING", "valueFrom": {"secretKeyRef": {}}}]})

@@ -75,6 +75,10 @@ class CudaBackend(DiffusersBackend):
         from serving.backends.cuda.optimize import shape_policy
 
         self.policy = shape_policy(pipe)
+        from serving.backends.cuda.optimize import begin_at_first_timestep
+
+        for slot in list(self._pool.queue):  # the pipelines of every slot, each with its own scheduler
+            begin_at_first_timestep(slot.scheduler)
         self.max_images = max_images
         self.fast_keys: frozenset = frozenset()
         self.compile_cache = None

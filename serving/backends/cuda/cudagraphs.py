@@ -15,6 +15,29 @@ log = logging.getLogger("serving.optimize")
 # instead of growing GPU memory without bound.
 MAX_CUDA_GRAPHS = 8
 
+# One capture at a time in the whole process (REST UNet graphs and stream frame graphs alike). Each capture also runs
+# in "thread_local" error mode: the default ("global") makes unsafe calls such as cudaMalloc on *any* thread an
+# error during the capture, so eager work on another worker thread would fail it (torch/cuda/graphs.py, class
+# graph, capture_error_mode; CUDA's cudaStreamCaptureModeThreadLocal).
+CAPTURE_LOCK = threading.Lock()
+
+
+def capture(run: Callable[[], Any], pool: Any = None, warmup_runs: int = 2) -> tuple[Any, Any]:
+    """(graph, output): ``run`` called ``warmup_runs`` times on a side stream, so lazy initialisation (cuBLAS
+    handles, cuDNN algorithm search, workspaces) stays out of the graph, then captured once. Callers capture only
+    during warm-up; the graph replays whatever ``run`` read from its static input buffers at capture time."""
+    with CAPTURE_LOCK:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(warmup_runs):
+                run()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=pool, capture_error_mode="thread_local"):
+            output = run()
+    return graph, output
+
 
 class CudaGraphRunner:
     """Replays a captured CUDA graph of the UNet forward per input shape (the fixed-shape, few-step case).
@@ -68,16 +91,7 @@ class CudaGraphRunner:
         static = (sample.clone(), timestep.clone(), encoder_hidden_states.clone())
         if self._pool is None:
             self._pool = torch.cuda.graph_pool_handle()
-        # Warm-up on a side stream so lazy initialisation (cuBLAS handles, autotuning) stays out of the graph.
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(2):
-                self._forward(*static, return_dict=False)
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self._pool):
-            output = self._forward(*static, return_dict=False)[0]
+        graph, output = capture(lambda: self._forward(*static, return_dict=False)[0], pool=self._pool)
         log.info("captured CUDA graph", extra={"fields": {"shape": list(sample.shape), "dtype": str(sample.dtype)}})
         return _CapturedGraph(graph, static, output)
 

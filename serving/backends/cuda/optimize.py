@@ -6,6 +6,7 @@ path the server runs.
 """
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ from serving.backends.cuda.deepcache import DeepCache, enable_deepcache
 from serving.backends.cuda.shapes import RECORD, ShapePolicy, gate_module
 
 __all__ = ["COMPILE_MODES", "DTYPES", "MAX_CUDA_GRAPHS", "CudaGraphRunner", "CudaOptions", "DeepCache",
-           "ShapePolicy", "compile_plan", "configure_numerics", "enable_deepcache", "optimize_pipeline",
+           "ShapePolicy", "begin_at_first_timestep", "compile_plan", "configure_numerics", "enable_deepcache", "optimize_pipeline",
            "shape_policy", "uses_manual_cuda_graphs"]
 
 log = logging.getLogger(__name__)
@@ -48,17 +49,55 @@ def configure_numerics(device_type: str) -> dict[str, Any]:
     work is affected, and cuDNN convolutions already default to TF32), and cudnn.benchmark on, because the fast path
     serves a fixed, warmed shape set: the per-shape algorithm search runs during warm-up, and an off-path shape pays
     it once. Other devices are left as they are.
+
+    TF32 matmuls go through the legacy ``torch.set_float32_matmul_precision("high")``, which sets the per-backend
+    value (cuda matmul "tf32") and the legacy one together. Setting only ``torch.backends.cuda.matmul.fp32_precision``
+    leaves the legacy value at "highest", and ``torch.get_float32_matmul_precision()`` then raises (ATen's
+    Context::float32MatmulPrecision refuses cuda-tf32 with legacy-highest), but inductor's autotune cache calls it
+    on every lookup (torch/_inductor/codecache.py, PersistentCache.lookup): every max-autotune compile would fail.
+    The same call also sets oneDNN's CPU matmuls to tf32; they are put back, as CPU work is not this switch's subject.
     """
     if device_type == "cuda":
-        torch.backends.cuda.matmul.fp32_precision = "tf32"
+        cpu_matmul = torch.backends.mkldnn.matmul.fp32_precision
+        torch.set_float32_matmul_precision("high")
+        torch.backends.mkldnn.matmul.fp32_precision = cpu_matmul
         torch.backends.cudnn.conv.fp32_precision = "tf32"
         torch.backends.cudnn.benchmark = True
     return {
         "device_type": device_type,
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
         "matmul_fp32_precision": torch.backends.cuda.matmul.fp32_precision,
         "cudnn_conv_fp32_precision": torch.backends.cudnn.conv.fp32_precision,
         "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
     }
+
+
+def begin_at_first_timestep(scheduler: Any) -> Any:
+    """Make ``set_timesteps`` also set the begin index to 0, so the first step needs no search on the device.
+
+    diffusers' schedulers with ``set_begin_index`` (the Euler, DPM-Solver, UniPC... families) reset it in
+    ``set_timesteps`` and, with none set, find the first step by searching the timestep in the schedule
+    (``index_for_timestep``: ``nonzero()`` then ``item()`` on the device, a host sync before the first UNet call;
+    diffusers 0.42 schedulers/scheduling_euler_discrete.py ``_init_step_index``). Text-to-image always starts at 0,
+    and diffusers' own PixArt pipeline sets exactly that (pipelines/pixart_alpha/pipeline_pixart_alpha.py);
+    image-to-image pipelines call ``set_begin_index(t_start * order)`` after ``set_timesteps`` and so still win.
+    The scheduler's class is swapped for a subclass, so copies (one per slot) keep it. Schedulers without
+    ``set_begin_index`` (DDIM, PNDM) index by timestep value and are left alone.
+    """
+    cls = type(scheduler)
+    if hasattr(scheduler, "set_begin_index") and not getattr(cls, "_begins_at_first_timestep", False):
+        scheduler.__class__ = _begin_at_first(cls)
+    return scheduler
+
+
+@functools.lru_cache(maxsize=None)
+def _begin_at_first(cls: type) -> type:
+    def set_timesteps(self, *args: Any, **kwargs: Any) -> None:
+        cls.set_timesteps(self, *args, **kwargs)
+        self.set_begin_index(0)
+
+    return type(cls.__name__, (cls,), {"set_timesteps": set_timesteps, "_begins_at_first_timestep": True,
+                                       "__module__": cls.__module__, "__qualname__": cls.__qualname__})
 
 
 @dataclass(frozen=True)
