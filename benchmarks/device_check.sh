@@ -5,19 +5,21 @@
 #   bash benchmarks/device_check.sh            # on the GPU machine; results in $OUT (default .cache/device-check)
 #   bash benchmarks/device_check.sh --smoke    # CPU, tiny layout, dev venv: every phase's plumbing (make test)
 #
-# It installs the carried wheels (.whl, made by `make gpu-wheels`) into a private directory, prints what will
-# run, then runs each phase under its own timeout; every phase rewrites its JSON after each case, so a timeout
-# loses only the case in flight. The phases, most important first:
-#   prepare      random SD 2.1-shaped checkpoint and tiny VAE (shared by all phases)
-#   e2e          the server as the nvidia pod runs it (rendered chart env/args), through HTTP; fills the compile cache
-#   coldstart    a second start with only the compile cache warm: seconds to /readyz
-#   pipelines    in one process: plain diffusers baseline, the server's fast path, the approximate variants
-#   e2e-tiny-vae the server with --tiny-vae, one step, through HTTP
-#   stream       the WebSocket frame stream
+# It installs the carried wheels (.whl, made by `make gpu-wheels`) into a private directory, records the versions
+# actually imported (first, into $OUT/versions.json), then runs each phase under its own timeout; every phase
+# rewrites its JSON after each case, so a timeout loses only the case in flight. The phases, most valuable first:
+#   prepare    random SD 2.1-shaped checkpoint and tiny VAE (shared by all phases)
+#   pipelines  in one process: plain diffusers eager baseline, the server's fast path (each shape's compile time
+#              recorded) at 1 and 25 steps with CFG on and off, then the 1-step tiny-VAE case; the fast path
+#              saves the compile cache the warm start loads
+#   stream     the WebSocket frame stream (compile off: the frames run their own captured graphs)
+#   e2e        the server through HTTP, compile and streams off: the server's own overhead per case
+#   warmstart  a start with only the compile cache warm (compile on, streams off): seconds to /readyz, then the
+#              target cases through HTTP on that compiled server
 # and ends with the table against the targets (benchmarks.gpu_report), also written to $OUT/report.txt.
 # Everything ends within DEADLINE seconds (default 470) of the start: a phase gets min(its limit, what is left).
-# Limits can be changed per phase: LIMIT_E2E=200 bash benchmarks/device_check.sh; POD_SET (below) changes the
-# pods' server settings for the run.
+# Limits can be changed per phase: LIMIT_PIPELINES=300 bash benchmarks/device_check.sh; POD_SET (below) changes
+# the pods' server settings for the run.
 set -uo pipefail  # no -e: one failed phase must not stop the ones after it
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
@@ -97,20 +99,19 @@ fi
 read -ra pod_set <<<"${POD_SET-SERVING_MAX_IMAGES=1 SERVING_COMPILE_MODE=default}"
 timeout 60 "$py" -m benchmarks.podenv --from "$pod" --out "$work/pod-run.json" "${pod_set[@]/#/--set=}" || exit 1
 pod="$work/pod-run.json"
-# Versions actually imported (carried wheels first on the path), and a clear failure now if one is missing.
-timeout 120 "$py" -c "import serving.runtime.server, benchmarks.gpu_e2e" || exit 1
+# Versions actually imported (carried wheels first on the path), after importing every phase's modules: a missing
+# wheel or a broken import stops the run here, before any phase spends its time.
 timeout 120 "$py" -m benchmarks.gpu_common "$work" || exit 1
+cp "$work/versions.json" "$out/versions.json" || exit 1
 
 common=(--out "$out" --work "$work" --pod "$pod" ${smoke:+"$smoke"})
-phase prepare "$(limit prepare 40)" "$py" -c "import sys; from pathlib import Path; \
+phase prepare "$(limit prepare 45)" "$py" -c "import sys; from pathlib import Path; \
 from benchmarks.gpu_common import ensure_models; print(ensure_models(Path(sys.argv[1]), sys.argv[2] == 'smoke'))" \
   "$work" "${smoke:+smoke}"
-phase e2e "$(limit e2e 190)" "$py" -m benchmarks.gpu_e2e e2e "${common[@]}"
-phase coldstart "$(limit coldstart 50)" "$py" -m benchmarks.gpu_e2e coldstart "${common[@]}"
-phase pipelines "$(limit pipelines 100)" "$py" -m benchmarks.gpu "${common[@]}"
-phase e2e-tiny-vae "$(limit e2e-tiny-vae 45)" "$py" -m benchmarks.gpu_e2e e2e --tiny-vae --steps 1 --cfg off \
-  "${common[@]}"
-phase stream "$(limit stream 30)" "$py" -m benchmarks.gpu_stream "${common[@]}"
+phase pipelines "$(limit pipelines 220)" "$py" -m benchmarks.gpu "${common[@]}"
+phase stream "$(limit stream 40)" "$py" -m benchmarks.gpu_stream "${common[@]}"
+phase e2e "$(limit e2e 50)" "$py" -m benchmarks.gpu_e2e e2e "${common[@]}"
+phase warmstart "$(limit warmstart 75)" "$py" -m benchmarks.gpu_e2e warmstart "${common[@]}"
 timeout 30 "$py" -m benchmarks.gpu_report "$out" --phases "$phases" --pod "$pod" --write "$out/report.txt"
 echo "done in ${SECONDS}s; results in $out"
 exec >&- 2>&-

@@ -7,8 +7,12 @@ Variants (each loaded fresh, one after the other):
 - `baseline`: `DiffusionPipeline.from_pretrained` in float16, nothing else: what a plain diffusers user gets;
 - `fast`: the server's exact path: `serving.backends.create_backend` with the Settings the nvidia pod builds from
   its rendered env and args (benchmarks.podenv), its warm-up for this shape, then `backend.generate`;
-- approximate: `tiny-vae` and `deepcache` are `fast` plus that one server flag; each row carries the mean absolute
-  uint8 difference of its seed-0 image from the baseline's.
+- approximate: `tiny-vae` (the fewest-steps case without guidance only) and `deepcache` (not run by default) are
+  `fast` plus that one server flag; each row carries the mean absolute uint8 difference of its seed-0 image from
+  the baseline's.
+
+A compiled variant warms exactly the request keys of its own cases, each timed: `warmup_per_key_s` is that shape's
+compile time (plus one 2-step generation).
 
 Latency is whole generations (text encoder, every step, decode, PIL), timed with CUDA events after a synchronize;
 the first call of each case is reported on its own (it shows any compile at request time). FLOPs are analytic
@@ -38,17 +42,28 @@ class Variant:
     exact: bool
     # Server settings added to the pod's for this variant (callable: they may name a model file).
     overrides: Callable[[gpu_common.ModelFiles], dict[str, Any]] | None
+    # The variant's cases out of the matrix (None: all); its warm-up covers exactly those.
+    pick: Callable[[list[Case]], list[Case]] | None = None
+
+    def cases(self, matrix: list[Case]) -> list[Case]:
+        return self.pick(matrix) if self.pick else list(matrix)
+
+
+def _fewest_steps_no_cfg(matrix: list[Case]) -> list[Case]:
+    fewest = min(c.steps for c in matrix)
+    return [c for c in matrix if c.steps == fewest and not c.cfg]
 
 
 VARIANTS = {v.name: v for v in (
     Variant("baseline", "plain diffusers, float16, no optimization", exact=True, overrides=None),
     Variant("fast", "the server's path with the nvidia pod's settings", exact=True, overrides=lambda m: {}),
-    Variant("tiny-vae", "fast + --tiny-vae (approximate decode)", exact=False,
-            overrides=lambda m: {"tiny_vae": str(m.tiny_vae)}),
+    Variant("tiny-vae", "fast + --tiny-vae (approximate decode), fewest steps without CFG", exact=False,
+            overrides=lambda m: {"tiny_vae": str(m.tiny_vae)}, pick=_fewest_steps_no_cfg),
     Variant("deepcache", "fast + --deepcache-interval 3 (approximate reuse)", exact=False,
             overrides=lambda m: {"deepcache_interval": 3}),
 )}
-DEFAULT_VARIANTS = list(VARIANTS)
+# DeepCache is not among the device check's cases; --variants adds it.
+DEFAULT_VARIANTS = ["baseline", "fast", "tiny-vae"]
 
 Generate = Callable[[Case, int], Any]  # (case, seed) -> PIL image
 
@@ -82,7 +97,7 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pod", type=Path, default=podenv.DEFAULT_PATH,
                    help="the pod's rendered server settings (make gpu-wheels writes it)")
     p.add_argument("--size", type=int, default=None, help="image side (default 512; smoke 64)")
-    p.add_argument("--steps", type=csv_ints, default=None, help="step counts (default 1,4,25; smoke 1)")
+    p.add_argument("--steps", type=csv_ints, default=None, help="step counts (default 1,25; smoke 1)")
     p.add_argument("--cfg", choices=("both", "on", "off"), default="both", help="classifier-free guidance cases")
 
 
@@ -100,7 +115,7 @@ def matrix(args: argparse.Namespace) -> list[Case]:
     size = args.size or (gpu_common.SMOKE_SIZE if args.smoke else gpu_common.GPU_SIZE)
     if size % 8:
         raise SystemExit(f"--size {size} is not a multiple of 8")
-    steps = args.steps or ([1] if args.smoke else [1, 4, 25])
+    steps = args.steps or ([1] if args.smoke else [1, 25])
     cfgs = {"both": [True, False], "on": [True], "off": [False]}[args.cfg]
     return gpu_common.cases(size, steps, cfgs)
 
@@ -158,17 +173,30 @@ def load_baseline(models: gpu_common.ModelFiles, device: str) -> tuple[Generate,
     return generate, {"dtype": str(dtype).removeprefix("torch.")}
 
 
-def load_server_path(settings: Any) -> tuple[Generate, dict[str, Any]]:
-    """The server's backend for `settings`, warmed up as the server warms it before reporting ready."""
+def load_server_path(settings: Any, cases: list[Case] | None = None) -> tuple[Generate, dict[str, Any]]:
+    """The server's backend for `settings`, warmed up as the server warms it before reporting ready; with a shape
+    policy (cuda with compile) exactly the request keys of `cases`, each timed (its compile time)."""
     from serving.backends import GenerationParams, create_backend
 
     t0 = time.perf_counter()
     backend = create_backend(settings)
     loaded = time.perf_counter()
-    backend.warmup(settings.warmup_shapes)
+    if getattr(backend, "policy", None) is not None and cases:
+        from serving.backends.cuda.shapes import request_key
+
+        keys = list(dict.fromkeys(request_key(c.size, c.size, gpu_common.CFG_SCALE if c.cfg else 0.0, 1)
+                                  for c in cases))
+        backend.warmup(settings.warmup_shapes, keys=keys)
+    else:
+        backend.warmup(settings.warmup_shapes)
+    precompiled = getattr(getattr(backend, "policy", None), "precompiled", None)
     info = {"backend": backend.name, "load_s": round(loaded - t0, 3),
             "warmup_s": round(time.perf_counter() - loaded, 3),
-            "warmup_sizes": settings.warmup_sizes}
+            "warmup_sizes": settings.warmup_sizes,
+            # Per warmed request key: the compile (and first run) of that shape; empty when nothing compiles.
+            "warmup_per_key_s": dict(getattr(backend, "warmup_seconds", {}) or {}),
+            # Compiled functions loaded from the compile cache instead of compiled (serving.backends.cuda.precompiled).
+            "functions_loaded": len(precompiled.load_seconds) if precompiled is not None else 0}
 
     def generate(case: Case, seed: int) -> Any:
         params = GenerationParams(prompt=gpu_common.PROMPT, width=case.size, height=case.size, steps=case.steps,
@@ -243,7 +271,7 @@ def run(args: argparse.Namespace) -> Path:
                 settings = podenv.settings(pod, models.checkpoint, device, cases[0].size,
                                            compile_cache_dir=str(args.work / "compile-cache"),
                                            **variant.overrides(models))
-                generate, info = load_server_path(settings)
+                generate, info = load_server_path(settings, variant.cases(cases))
                 info["settings"] = _settings_summary(settings)
         except Exception as exc:  # noqa: BLE001 - one variant failing must not cost the others
             result.append("errors", {"variant": name, "stage": "load", "error": f"{type(exc).__name__}: {exc}"})
@@ -252,7 +280,7 @@ def run(args: argparse.Namespace) -> Path:
             continue
         loaded_graphs = _graphs_compiled()
         result.data["variants"][name].update(info)
-        for case in cases:
+        for case in variant.cases(cases):
             try:
                 stats, image = time_case(generate, case, device, warmup, iters)
             except Exception as exc:  # noqa: BLE001
@@ -279,7 +307,8 @@ def run(args: argparse.Namespace) -> Path:
         result.data["variants"][name]["graphs_compiled"] = compiled
         result.write()
         # The cuda backend compiles with compile on; the CPU backend of --smoke ignores the flag.
-        if info.get("backend") == "cuda" and info.get("settings", {}).get("compile") and not compiled["warmup"]:
+        if (info.get("backend") == "cuda" and info.get("settings", {}).get("compile") and not compiled["warmup"]
+                and not info.get("functions_loaded")):
             result.append("errors", {"variant": name, "stage": "compile",
                                      "error": "compile is on but Dynamo compiled no graph: its rows are eager"})
         del generate  # the last reference to the pipeline or backend, before the next variant loads

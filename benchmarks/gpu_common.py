@@ -190,6 +190,13 @@ def ensure_models(work: Path, smoke: bool) -> ModelFiles:
 
 
 if __name__ == "__main__":
+    import importlib
     import sys
 
+    # Every module a phase runs, imported once before any phase starts: a missing carried wheel or a broken import
+    # fails here, in seconds, instead of costing a phase its time.
+    from benchmarks.wheels import PHASE_MODULES
+
+    for module in PHASE_MODULES:
+        importlib.import_module(module)
     print(json.dumps(record_versions(Path(sys.argv[1])) if len(sys.argv) > 1 else versions()))

@@ -1,6 +1,6 @@
 """The device check's closing table: what the phases measured, side by side with the targets (issue 14).
 
-    python -m benchmarks.gpu_report DIR        # reads DIR/{pipelines,e2e,e2e-tiny-vae,coldstart,stream-*}.json
+    python -m benchmarks.gpu_report DIR        # reads DIR/{versions,pipelines,e2e,warmstart,stream-*}.json
 
 A phase that did not run or did not finish shows as "not measured"; nothing is filled in from elsewhere. The gap
 column is measured / target for latency targets and target / measured for the speed-up, so above 1.0 means short
@@ -25,13 +25,16 @@ class Target:
 
 
 TARGETS = {
+    "fast_25_cfg": Target("fast path p50, 25 steps with CFG", 200.0, "ms", at_most=True),
+    "fast_1": Target("fast path p50, 1 step", 20.0, "ms", at_most=True),
+    "fast_1_tiny_vae": Target("fast path p50, 1 step, tiny VAE", 10.0, "ms", at_most=True),
     "http_25_cfg": Target("HTTP p50, 25 steps with CFG", 200.0, "ms", at_most=True),
     "http_1": Target("HTTP p50, 1 step", 20.0, "ms", at_most=True),
-    "http_1_tiny_vae": Target("HTTP p50, 1 step, tiny VAE", 10.0, "ms", at_most=True),
     "speedup": Target("fast path / baseline", 2.0, "x", at_most=False),
-    "cold_start": Target("cold start, warm compile cache", 30.0, "s", at_most=True),
+    "stream_fps": Target("one stream, closed loop", 60.0, "fps", at_most=False),
+    "warm_start": Target("start with a warm compile cache", 30.0, "s", at_most=True),
 }
-PHASE_FILES = ("pipelines.json", "e2e.json", "e2e-tiny-vae.json", "coldstart.json")
+PHASE_FILES = ("versions.json", "pipelines.json", "e2e.json", "warmstart.json")
 
 
 def load_results(directory: Path) -> dict[str, dict[str, Any]]:
@@ -41,9 +44,12 @@ def load_results(directory: Path) -> dict[str, dict[str, Any]]:
         if not path.is_file():
             continue
         try:
-            found["stream" if path.name.startswith("stream-") else path.stem] = json.loads(path.read_text())
+            data = json.loads(path.read_text())
         except json.JSONDecodeError as exc:
-            found[path.stem] = {"error": f"{path.name}: invalid JSON ({exc})"}
+            data = {"error": f"{path.name}: invalid JSON ({exc})"}
+        key = "stream" if path.name.startswith("stream-") else path.stem
+        # versions.json is the versions themselves (written first, before any phase ran).
+        found[key] = {"versions": data} if key == "versions" and "error" not in data else data
     return found
 
 
@@ -54,10 +60,10 @@ def _row(rows: list[dict[str, Any]], steps: int, cfg: bool, **match: Any) -> dic
     return None
 
 
-def _steps(data: dict[str, Any]) -> tuple[int, int] | None:
-    rows = data.get("rows") or []
-    steps = sorted({r["steps"] for r in rows if "steps" in r})
-    return (steps[0], steps[-1]) if steps else None
+def _span(*datas: dict[str, Any]) -> tuple[int, int]:
+    """(fewest, most) steps among the rows of these results; (1, 25) when none has rows."""
+    steps = sorted({r["steps"] for d in datas for r in d.get("rows") or [] if "steps" in r})
+    return (steps[0], steps[-1]) if steps else (1, 25)
 
 
 def verdict(target: Target, value: float | None) -> tuple[str, str]:
@@ -69,35 +75,42 @@ def verdict(target: Target, value: float | None) -> tuple[str, str]:
     return ("met" if met else "MISSED"), f"{gap:.2f}"
 
 
+def _steps_label(steps: int) -> str:
+    return f"{steps} step{'s' if steps > 1 else ''}"
+
+
 def target_rows(results: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str, str]]:
     """(what, measured, target, verdict, gap) per target; the speed-up once per case of the pipelines phase."""
     out: list[tuple[str, str, str, str, str]] = []
 
-    def add(key: str, label: str, value: float | None, note: str = "") -> None:
+    def add(key: str, label: str, value: float | None) -> None:
         target = TARGETS[key]
         word, gap = verdict(target, value)
         shown = "-" if value is None else f"{value:.2f} {target.unit}"
         limit = f"{'<=' if target.at_most else '>='} {target.limit:g} {target.unit}"
-        out.append((label + (f" ({note})" if note else ""), shown, limit, word, gap))
+        out.append((label, shown, limit, word, gap))
 
-    e2e = results.get("e2e", {})
-    span = _steps(e2e)
-    most, fewest = (span[1], span[0]) if span else (25, 1)
-    row = _row(e2e.get("rows") or [], most, True)
-    add("http_25_cfg", f"HTTP p50, {most} step{'s' if most > 1 else ''} with CFG", row and row.get("http_p50_ms"))
-    row = _row(e2e.get("rows") or [], fewest, False)
-    add("http_1", f"HTTP p50, {fewest} step{'s' if fewest > 1 else ''} no CFG", row and row.get("http_p50_ms"))
-    tiny = results.get("e2e-tiny-vae", {})
-    row = _row(tiny.get("rows") or [], fewest, False)
-    add("http_1_tiny_vae", f"HTTP p50, {fewest} step, tiny VAE", row and row.get("http_p50_ms"))
-    pipelines = results.get("pipelines", {})
+    pipelines, warm = results.get("pipelines", {}), results.get("warmstart", {})
     rows = pipelines.get("rows") or []
+    fewest, most = _span(pipelines, warm)
+    row = _row(rows, most, True, variant="fast")
+    add("fast_25_cfg", f"in-process fast path p50, {_steps_label(most)} with CFG", row and row.get("p50_ms"))
+    row = _row(rows, fewest, False, variant="fast")
+    add("fast_1", f"in-process fast path p50, {_steps_label(fewest)} no CFG", row and row.get("p50_ms"))
+    row = _row(rows, fewest, False, variant="tiny-vae")
+    add("fast_1_tiny_vae", f"in-process fast path p50, {_steps_label(fewest)}, tiny VAE", row and row.get("p50_ms"))
+    row = _row(warm.get("rows") or [], most, True)
+    add("http_25_cfg", f"HTTP p50 (compiled server), {_steps_label(most)} with CFG", row and row.get("http_p50_ms"))
+    row = _row(warm.get("rows") or [], fewest, False)
+    add("http_1", f"HTTP p50 (compiled server), {_steps_label(fewest)} no CFG", row and row.get("http_p50_ms"))
     cases = [(c["steps"], c["cfg"]) for c in pipelines.get("cases") or []]
     for steps, cfg in cases or [(most, True)]:
         base, fast = _row(rows, steps, cfg, variant="baseline"), _row(rows, steps, cfg, variant="fast")
         value = base["p50_ms"] / fast["p50_ms"] if base and fast and fast["p50_ms"] else None
-        add("speedup", f"fast / baseline, {steps} step{'s' if steps > 1 else ''} {'CFG' if cfg else 'no CFG'}", value)
-    add("cold_start", "cold start to /readyz, warm compile cache", results.get("coldstart", {}).get("ready_s"))
+        add("speedup", f"fast / baseline, {_steps_label(steps)} {'CFG' if cfg else 'no CFG'}", value)
+    add("stream_fps", "one stream, closed loop", ((results.get("stream") or {}).get("summary") or {})
+        .get("closed_loop_fps"))
+    add("warm_start", "start to /readyz, warm compile cache", warm.get("ready_s"))
     return out
 
 
@@ -118,25 +131,27 @@ def detail_lines(results: dict[str, dict[str, Any]]) -> list[str]:
                          f"{(f'{diff:.2f}' if diff is not None else '-'):>14}")
         for name, info in (pipelines.get("variants") or {}).items():
             if "warmup_s" in info:
-                lines.append(f"  {name}: load {info['load_s']} s, warm-up {info['warmup_s']} s, "
+                lines.append(f"  {name}: load {info['load_s']} s, warm-up {info['warmup_s']} s "
+                             f"(per shape: {info.get('warmup_per_key_s') or 'nothing compiled'}), "
                              f"settings {info.get('settings')}")
-    for key in ("e2e", "e2e-tiny-vae"):
+    for key, title in (("e2e", "e2e (compile and streams off)"), ("warmstart", "warmstart (compiled server)")):
         data = results.get(key, {})
         if not data:
             continue
-        lines.append(f"\n{key}: ready in {data.get('ready_s', '-')} s; {data.get('requests', '-')} timed requests "
-                     "per case")
+        lines.append(f"\n{title}: ready in {data.get('ready_s', '-')} s; {data.get('requests', '-')} timed "
+                     "requests per case")
+        if key == "warmstart":
+            lines.append(f"  compile cache {data.get('compile_cache')}, fill start "
+                         f"{data.get('fill_ready_s', data.get('fill', 'not needed'))}; shapes at start: "
+                         f"{_warmed(data)}")
         for r in data.get("rows") or []:
             first = r.get("first_request", {})
+            overhead = (round(r["http_p50_ms"] - r["inference_p50_ms"], 3)
+                        if r.get("http_p50_ms") is not None and r.get("inference_p50_ms") is not None else "-")
             lines.append(f"  {r['steps']} st {'CFG' if r['cfg'] else 'no CFG':<7} http p50 "
                          f"{r.get('http_p50_ms', '-')} ms, inference p50 {r.get('inference_p50_ms', '-')} ms, "
-                         f"first request {first.get('ms', '-')} ms{' ERROR' if 'error' in first else ''}, "
-                         f"failed {r.get('failed', 0)}")
-    cold = results.get("coldstart", {})
-    if cold:
-        lines.append(f"\ncoldstart: ready {cold.get('ready_s', '-')} s (cache {cold.get('compile_cache')}, fill start "
-                     f"{cold.get('fill_ready_s', 'in the e2e phase')}), first request "
-                     f"{(cold.get('first_request') or {}).get('ms', '-')} ms")
+                         f"server overhead {overhead} ms, first request {first.get('ms', '-')} ms"
+                         f"{' ERROR' if 'error' in first else ''}, failed {r.get('failed', 0)}")
     summary = (results.get("stream") or {}).get("summary")
     if summary:
         lines.append(f"\nstream {summary.get('frame')}: closed loop {summary.get('closed_loop_fps')} fps (target >= "
@@ -147,6 +162,14 @@ def detail_lines(results: dict[str, dict[str, Any]]) -> list[str]:
                 if isinstance(e, dict)]:
             lines.append(f"ERROR {key}: {str(error)[:400]}")
     return lines
+
+
+def _warmed(data: dict[str, Any]) -> Any:
+    """The per-shape seconds the warm start logged ("fast shapes warmed"), or what it logged instead."""
+    for event in data.get("startup") or []:
+        if event.get("msg") == "fast shapes warmed":
+            return (event.get("fields") or event).get("seconds", "-")
+    return "no shape policy (compile off, or not cuda)"
 
 
 def version_line(results: dict[str, dict[str, Any]]) -> str:

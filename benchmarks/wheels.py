@@ -4,8 +4,9 @@ That machine brings Python 3.12 with the CUDA build of torch, triton and a large
 (`GPU_MACHINE_PACKAGES`), but not the server's web stack or diffusers. What travels is computed, not listed:
 
 - every pin of requirements-serving.txt, except the builds the machine must provide itself (`MACHINE_BUILDS`:
-  torch and the compiled array/image libraries its packages are built against) and what only a cluster uses
-  (`CLUSTER_ONLY`), and except a pin the machine already has at exactly that version;
+  torch and the compiled array/image libraries its packages are built against), what only a cluster uses
+  (`CLUSTER_ONLY`) or only a WebRTC session (`WEBRTC_ONLY`, loaded lazily; no phase opens one), and except a pin
+  the machine already has at exactly that version;
 - then, recursively, each requirement of a carried package that the machine does not satisfy (missing there, or
   at a known version outside the specifier), at the version this repository's venv resolved the pins to.
 
@@ -15,6 +16,7 @@ Everything is downloaded with `pip download --no-deps` for CPython 3.12 on manyl
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib.metadata as metadata
 import re
 import subprocess
@@ -64,6 +66,11 @@ GPU_MACHINE_VERSIONS = {canonicalize_name(k): v for k, v in {
 MACHINE_BUILDS = frozenset({"torch", "numpy", "pillow"})
 # boto3 reads the API key from Secrets Manager and the compile cache from S3; the standalone run uses neither.
 CLUSTER_ONLY = frozenset({"boto3"})
+# The WebRTC stream's stack (requirements-serving.txt's WebRTC block): the server imports it only when a WebRTC
+# session starts (serving/stream/webrtc.py imports inside the route; the Neuron image runs without it), and no phase
+# of the device check opens one. PyAV alone is tens of MiB, more than the trip's room.
+WEBRTC_ONLY = frozenset(canonicalize_name(n) for n in (
+    "aiortc", "aioice", "av", "pylibsrtp", "pyopenssl", "pyee", "google-crc32c", "dnspython", "ifaddr"))
 TARGET_PYTHON = "3.12"
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64",
              "manylinux1_x86_64")
@@ -113,7 +120,7 @@ def carried_set(pins: dict[str, str] | None = None) -> list[Carried]:
     chosen: dict[str, Carried] = {}
     todo: list[str] = []
     for name, version in pins.items():
-        if name in MACHINE_BUILDS or name in CLUSTER_ONLY:
+        if name in MACHINE_BUILDS or name in CLUSTER_ONLY or name in WEBRTC_ONLY:
             continue
         if GPU_MACHINE_VERSIONS.get(name) == version:
             continue
@@ -138,6 +145,51 @@ def carried_set(pins: dict[str, str] | None = None) -> list[Carried]:
             chosen[name] = Carried(name, version, f"needed by {parent}")
             todo.append(name)
     return sorted(chosen.values(), key=lambda c: c.name)
+
+
+# What the device check imports before any phase (benchmarks.gpu_common's main does the same).
+PHASE_MODULES = ("serving.runtime.server", "benchmarks.gpu", "benchmarks.gpu_e2e", "benchmarks.gpu_stream",
+                 "benchmarks.gpu_report")
+# The code that runs on that machine: the server and the device check's phases (and what they import of ours).
+DEVICE_SOURCES = ("serving", "loadtest", "benchmarks/gpu.py", "benchmarks/gpu_common.py", "benchmarks/gpu_e2e.py",
+                  "benchmarks/gpu_stream.py", "benchmarks/gpu_report.py", "benchmarks/podenv.py", "benchmarks/sd21.py",
+                  "benchmarks/serverproc.py", "benchmarks/stream.py")
+LOCAL_PACKAGES = frozenset({"serving", "benchmarks", "loadtest", "tools"})
+# Loaded only with --device neuron, in the Neuron image (constraints-neuron.txt), never on the GPU machine.
+NEURON_ONLY = ("serving/backends/neuron.py",)
+
+
+def source_imports(root: Path = REPO_ROOT, sources: tuple[str, ...] = DEVICE_SOURCES) -> dict[str, str]:
+    """Top-level module -> the first file importing it, over every import statement (the lazy ones in functions
+    too) of the code that runs on the device."""
+    found: dict[str, str] = {}
+    for source in sources:
+        path = root / source
+        for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            if str(file.relative_to(root)) in NEURON_ONLY:
+                continue
+            for node in ast.walk(ast.parse(file.read_text(), str(file))):
+                names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                         [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else [])
+                for name in names:
+                    found.setdefault(name.split(".")[0], str(file.relative_to(root)))
+    return found
+
+
+def uncovered(imports: dict[str, str], carried: list[Carried]) -> list[str]:
+    """Imports that neither the standard library, this repository, the carried set nor the machine provides (nor
+    only a cluster or a WebRTC session uses): each would fail on the device. As "module (file)"."""
+    have = {c.name for c in carried} | GPU_MACHINE_PACKAGES | MACHINE_BUILDS | CLUSTER_ONLY | WEBRTC_ONLY
+    owners = metadata.packages_distributions()
+    missing = []
+    for module, where in sorted(imports.items()):
+        if module in sys.stdlib_module_names or module in LOCAL_PACKAGES or module == "__future__":
+            continue
+        # Not installed here (triton, a CUDA-only build): the module's own name stands for its distribution.
+        dists = {canonicalize_name(d) for d in owners.get(module, [module])}
+        if not dists & have:
+            missing.append(f"{module} ({where})")
+    return missing
 
 
 def download_command(carried: list[Carried], out: Path) -> list[str]:

@@ -114,6 +114,15 @@ def test_a_missing_pod_file_names_the_make_target(tmp_path):
         gpu.main(["--smoke", "--out", str(tmp_path), "--pod", str(tmp_path / "absent.json")])
 
 
+def test_the_device_run_measures_baseline_fast_and_the_one_step_tiny_vae_case():
+    assert gpu.DEFAULT_VARIANTS == ["baseline", "fast", "tiny-vae"]
+    args = gpu.build_parser().parse_args(["--out", "x"])
+    matrix = gpu.matrix(args)
+    assert {(c.steps, c.cfg) for c in matrix} == {(1, True), (1, False), (25, True), (25, False)}
+    assert all(c.size == 512 for c in matrix)
+    assert gpu.VARIANTS["fast"].cases(matrix) == matrix
+    assert gpu.VARIANTS["tiny-vae"].cases(matrix) == [Case(512, 1, False)]
+
 
 def test_every_compiled_variant_compiles_its_own_graphs(monkeypatch, tmp_path, nvidia_pod):
     """A variant sealed after its warm-up (Dynamo stance eager_on_recompile, as the server seals) must not leave the
@@ -127,7 +136,7 @@ def test_every_compiled_variant_compiles_its_own_graphs(monkeypatch, tmp_path, n
     def image(case):
         return Image.new("RGB", (case.size, case.size), (127, 127, 127))
 
-    def server_path(settings):
+    def server_path(settings, cases=None):
         policy = ShapePolicy(EAGER)
         module = torch.nn.Linear(4, 4)
         gate = policy.gate("unet", torch.compile(module, backend="eager", fullgraph=True, dynamic=False), module)
@@ -149,7 +158,8 @@ def test_every_compiled_variant_compiles_its_own_graphs(monkeypatch, tmp_path, n
     monkeypatch.setattr(gpu, "load_server_path", server_path)
     torch._dynamo.reset()
     try:
-        gpu.main(["--smoke", "--out", str(tmp_path), "--pod", str(nvidia_pod), "--iters", "2", "--cfg", "off"])
+        gpu.main(["--smoke", "--out", str(tmp_path), "--pod", str(nvidia_pod), "--iters", "2", "--cfg", "off",
+                  "--variants", "fast,tiny-vae,deepcache"])
     finally:
         torch.compiler.set_stance("default")
         torch._dynamo.reset()

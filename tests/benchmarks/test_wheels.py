@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import importlib.metadata as metadata
+import subprocess
+import sys
 
 import pytest
 from packaging.requirements import Requirement
@@ -94,3 +96,28 @@ def test_the_working_tree_leaves_room_for_the_wheels():
     tree_mib = wheels.tracked_bytes() / 2**20
     # The carried set measured 27.1 MiB (make gpu-wheels, 2026-12); the tree must leave room for it.
     assert 0 < tree_mib < wheels.TRIP_LIMIT_MIB - 30
+
+
+def test_every_import_of_the_device_code_travels_or_is_on_the_machine(carried):
+    # The rehearsal of the wheel list: every import statement of the code that runs there, lazy ones included.
+    imports = wheels.source_imports()
+    assert {"diffusers", "fastapi", "torch", "uvicorn"} <= set(imports)
+    assert wheels.uncovered(imports, list(carried.values())) == []
+
+
+def test_an_import_nothing_provides_is_named_with_its_file(tmp_path, carried):
+    (tmp_path / "mod.py").write_text("import json\n\ndef f():\n    import fastapi, not_a_wheel.sub\n")
+    imports = wheels.source_imports(tmp_path, ("mod.py",))
+    assert wheels.uncovered(imports, list(carried.values())) == ["not_a_wheel (mod.py)"]
+
+
+def test_the_webrtc_stack_stays_home_and_the_server_starts_without_it(carried):
+    assert not set(carried) & wheels.WEBRTC_ONLY
+    # The device machine has none of it: every phase's modules and the app must import with it absent.
+    blocked = ["aiortc", "aioice", "av", "pylibsrtp", "OpenSSL", "pyee", "google_crc32c", "dns", "ifaddr"]
+    code = ("import sys\n"
+            f"for name in {blocked!r}: sys.modules[name] = None\n"
+            f"for name in {list(wheels.PHASE_MODULES) + ['serving.api.app']!r}: __import__(name)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=wheels.REPO_ROOT,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 from serving.backends.base import DiffusersBackend, GenerationParams
@@ -65,6 +66,7 @@ class CudaBackend(DiffusersBackend):
         backend = cls(pipe, defaults, settings.max_concurrency, max_images=settings.max_images)
         if options.compile:
             backend.compile_cache = compile_cache(settings, options, pipe, backend.warmup_sizes(settings.warmup_shapes))
+            backend.compile_cache.precompiled = precompile(backend.policy, options, "cuda")
             backend.compile_cache.load()
         return backend
 
@@ -80,17 +82,24 @@ class CudaBackend(DiffusersBackend):
         self.max_images = max_images
         self.fast_keys: frozenset = frozenset()
         self.compile_cache = None
+        self.warmup_seconds: dict[str, float] = {}
 
     def warmup_sizes(self, sizes: list[tuple[int, int]] | None) -> list[tuple[int, int]]:
         return list(sizes) if sizes else [(self.defaults.width, self.defaults.height)]
 
-    def warmup(self, sizes: list[tuple[int, int]] | None = None, cancel: threading.Event | None = None) -> None:
-        """Without a shape policy, the default warm-up; with one, every fast shape, then seal and save the cache."""
+    def warmup(self, sizes: list[tuple[int, int]] | None = None, cancel: threading.Event | None = None,
+               keys: list[tuple[int, int, bool, int]] | None = None) -> None:
+        """Without a shape policy, the default warm-up; with one, every fast shape, then seal and save the cache.
+
+        ``keys`` (request keys, serving.backends.cuda.shapes.request_key) warms exactly those instead of the
+        server's set, for a benchmark that serves fewer shapes; the compile cache is then not saved, because its
+        key names the server's set. The seconds each key took land in ``warmup_seconds``."""
         if self.policy is None:
             return super().warmup(sizes, cancel)
-        from serving.backends.cuda.shapes import RECORD, warmed_keys
+        from serving.backends.cuda.shapes import RECORD, key_label, warmed_keys
 
-        keys = warmed_keys(self.warmup_sizes(sizes), self.max_images)
+        server_keys = warmed_keys(self.warmup_sizes(sizes), self.max_images)
+        keys = server_keys if keys is None else list(keys)
         _raise_recompile_limit(len(keys))
         runs = 2 if self._graphs else 1
         cancel = cancel or threading.Event()
@@ -98,13 +107,15 @@ class CudaBackend(DiffusersBackend):
             for width, height, guidance, n in keys:
                 params = GenerationParams(prompt="warm-up", width=width, height=height, steps=WARMUP_STEPS,
                                           guidance_scale=WARMUP_GUIDANCE if guidance else 0.0, seed=0, n=n)
+                started = time.perf_counter()
                 for _ in range(runs):
                     DiffusersBackend.generate(self, params, cancel)
+                self.warmup_seconds[key_label((width, height, guidance, n))] = round(time.perf_counter() - started, 3)
         self.fast_keys = frozenset(keys)
         self.policy.seal()
         log.info("fast shapes warmed", extra={"fields": {"requests": len(keys), "signatures": self.policy.signatures,
-                                                          "runs_per_shape": runs}})
-        if self.compile_cache is not None:
+                                                          "runs_per_shape": runs, "seconds": self.warmup_seconds}})
+        if self.compile_cache is not None and set(keys) == set(server_keys):
             self.compile_cache.save()
 
     @property
@@ -171,6 +182,19 @@ def compile_cache(settings: Settings, options: Any, pipe: Any, sizes: list[tuple
     fields = key_fields(gpu, options.mode, warmed_keys(sizes, settings.max_images), dict(options.__dict__),
                         dict(pipe.unet.config))
     return CompileCache(fields, settings.compile_cache_dir, settings.compile_cache_s3)
+
+
+def precompile(policy: Any, options: Any, device_type: str):
+    """Ahead-of-time compiled functions for the policy's gates (serving.backends.cuda.precompiled), so a warm start
+    loads code instead of tracing; None with CUDA graphs, which only the just-in-time path captures."""
+    from serving.backends.cuda.optimize import compile_plan
+    from serving.backends.cuda.precompiled import Precompiled
+
+    plan = compile_plan(options, device_type)
+    if policy is None or plan is None or options.graphs:
+        return None
+    policy.precompiled = Precompiled(plan["mode"])
+    return policy.precompiled
 
 
 def _raise_recompile_limit(shapes: int) -> None:

@@ -1,13 +1,17 @@
 """Compile artifacts saved after warm-up and loaded at the next start, so only the first pod per key compiles.
 
-The artifacts are torch's "mega-cache" (`torch.compiler.save_cache_artifacts`: inductor's FX-graph cache, the
-AOTAutograd cache and autotuning results, one blob). Loading it before warm-up turns every compile of a matching
-graph into a cache hit; Dynamo still traces, inductor neither generates code nor autotunes.
+Two kinds, side by side under one key:
+- torch's "mega-cache" (`torch.compiler.save_cache_artifacts`: inductor's FX-graph cache, the AOTAutograd cache
+  and autotuning results, one blob). Loading it before warm-up turns every just-in-time compile of a matching
+  graph into a cache hit; Dynamo still traces, inductor neither generates code nor autotunes.
+- without CUDA graphs, every warmed call signature's ahead-of-time compiled function
+  (serving.backends.cuda.precompiled): loaded whole, so a warm start runs no Dynamo trace at all.
 
 Key: GPU model, torch, triton, the compile settings, the UNet's architecture and the warmed shape set. A pod only
 loads artifacts written under its own key, so a new GPU type, release or shape set compiles afresh.
 
-Layout, locally and under the S3 prefix alike:  <key>/artifacts.bin  and  <key>/key.json  (what the key hashes).
+Layout, locally and under the S3 prefix alike:  <key>/artifacts.bin, <key>/key.json (what the key hashes),
+<key>/precompiled.json (which function file serves which gate and signature) and <key>/precompiled-<hash>.bin.
 Any error reading or writing a location is logged and skipped: the server then compiles, it never fails for it.
 """
 from __future__ import annotations
@@ -25,6 +29,7 @@ log = logging.getLogger("serving.compilecache")
 
 ARTIFACTS = "artifacts.bin"
 DESCRIPTION = "key.json"
+MANIFEST = "precompiled.json"
 
 
 def cache_key(fields: dict[str, Any]) -> str:
@@ -67,6 +72,8 @@ class CompileCache:
         self._s3_client = s3_client or _default_s3_client
         self.loaded_from: str | None = None
         self._misses_at_load = 0
+        # serving.backends.cuda.precompiled.Precompiled, when the backend compiles ahead of time.
+        self.precompiled: Any = None
 
     @property
     def enabled(self) -> bool:
@@ -74,7 +81,38 @@ class CompileCache:
 
     # -- load ----------------------------------------------------------------------------------------------
     def load(self) -> bool:
-        """Load the artifacts for this key from the first location that has them; True when loaded."""
+        """Load the artifacts (and the ahead-of-time functions) for this key from the first location that has
+        them; True when anything was loaded."""
+        functions = self._load_precompiled() if self.precompiled is not None else 0
+        return self._load_artifacts() or functions > 0
+
+    def _load_precompiled(self) -> int:
+        for where, read in (("local", self._read_local), ("s3", self._read_s3)):
+            try:
+                manifest = read(MANIFEST)
+            except Exception as exc:  # noqa: BLE001 - as for the artifacts: log, then compile instead
+                log.warning("compile cache read failed", extra={"fields": {"where": where, "key": self.key,
+                                                                         "error": repr(exc)[:300]}})
+                continue
+            if manifest is None:
+                continue
+            blobs: dict[str, bytes] = {}
+
+            def read_kept(name: str, read=read) -> bytes | None:
+                blobs[name] = read(name)
+                return blobs[name]
+
+            loaded = self.precompiled.load(manifest, read_kept)
+            log.info("compile cache: ahead-of-time functions loaded", extra={"fields": {
+                "where": where, "key": self.key, "functions": loaded,
+                "seconds": [s for _, s in self.precompiled.load_seconds]}})
+            if loaded and where == "s3" and self.directory is not None:
+                self._write_local_files({**{k: v for k, v in blobs.items() if v is not None}, MANIFEST: manifest})
+            if loaded:
+                return loaded
+        return 0
+
+    def _load_artifacts(self) -> bool:
         for where, read in (("local", self._read_local), ("s3", self._read_s3)):
             try:
                 blob = read()
@@ -103,18 +141,18 @@ class CompileCache:
             log.info("compile cache miss", extra={"fields": {"key": self.key}})
         return False
 
-    def _read_local(self) -> bytes | None:
+    def _read_local(self, name: str = ARTIFACTS) -> bytes | None:
         if self.directory is None:
             return None
-        path = self.directory / self.key / ARTIFACTS
+        path = self.directory / self.key / name
         return path.read_bytes() if path.is_file() else None
 
-    def _read_s3(self) -> bytes | None:
+    def _read_s3(self, name: str = ARTIFACTS) -> bytes | None:
         if self.bucket is None:
             return None
         client = self._s3_client()
         try:
-            response = client.get_object(Bucket=self.bucket, Key=self._s3_key(ARTIFACTS))
+            response = client.get_object(Bucket=self.bucket, Key=self._s3_key(name))
         except client.exceptions.NoSuchKey:
             return None
         return response["Body"].read()
@@ -123,20 +161,24 @@ class CompileCache:
     def save(self) -> bool:
         """Write what this process compiled to every configured location; True when anything was written.
 
-        Skipped when the loaded artifacts covered every compile (no inductor cache miss since the load)."""
+        The ahead-of-time functions are written when this process compiled any; the mega-cache is skipped when the
+        loaded artifacts covered every compile (no inductor cache miss since the load)."""
         if not self.enabled:
             return False
+        wrote = False
+        if self.precompiled is not None and self.precompiled.unsaved:
+            wrote = self._write_files(self.precompiled.dump())
         if self.loaded_from is not None and _fx_graph_misses() == self._misses_at_load:
             log.info("compile cache: every graph came from the cache", extra={"fields": {"key": self.key}})
-            return False
+            return wrote
         import torch
 
         saved = torch.compiler.save_cache_artifacts()
         if saved is None:
             log.info("compile cache: nothing compiled to save", extra={"fields": {"key": self.key}})
-            return False
+            return wrote
         blob = saved[0]
-        wrote = self._write_local(blob)
+        wrote = self._write_local(blob) or wrote
         if self.bucket is not None:
             try:
                 client = self._s3_client()
@@ -166,6 +208,40 @@ class CompileCache:
                                                                       "error": repr(exc)[:300]}})
             return False
         log.info("compile cache saved", extra={"fields": {"where": "local", "key": self.key, "bytes": len(blob)}})
+        return True
+
+    def _write_files(self, files: dict[str, bytes]) -> bool:
+        """Every file to every location, the manifest last: a reader never meets a manifest naming absent files."""
+        if not files:
+            return False
+        wrote = self.directory is not None and self._write_local_files(files)
+        if self.bucket is not None:
+            try:
+                client = self._s3_client()
+                for name in sorted(files, key=lambda n: n == MANIFEST):
+                    client.put_object(Bucket=self.bucket, Key=self._s3_key(name), Body=files[name])
+                wrote = True
+            except Exception as exc:  # noqa: BLE001 - the next pod compiles too; serving is unaffected
+                log.warning("compile cache write failed", extra={"fields": {"where": "s3", "key": self.key,
+                                                                          "error": repr(exc)[:300]}})
+        return wrote
+
+    def _write_local_files(self, files: dict[str, bytes]) -> bool:
+        target = self.directory / self.key
+        try:
+            target.mkdir(parents=True, exist_ok=True)
+            (target / DESCRIPTION).write_bytes(self._description())
+            for name in sorted(files, key=lambda n: n == MANIFEST):
+                fd, tmp = tempfile.mkstemp(dir=target, prefix=".part-")
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(files[name])
+                os.replace(tmp, target / name)
+        except OSError as exc:
+            log.warning("compile cache write failed", extra={"fields": {"where": "local", "key": self.key,
+                                                                      "error": repr(exc)[:300]}})
+            return False
+        log.info("compile cache: ahead-of-time functions saved", extra={"fields": {
+            "where": "local", "key": self.key, "files": len(files), "bytes": sum(map(len, files.values()))}})
         return True
 
     def _description(self) -> bytes:

@@ -32,6 +32,12 @@ def request_key(width: int, height: int, guidance_scale: float, n: int) -> tuple
     return (width, height, guidance_scale > 1.0, n)
 
 
+def key_label(key: tuple[int, int, bool, int]) -> str:
+    """A request key as text, e.g. ``512x512 cfg n=1`` (logs, benchmark results)."""
+    width, height, guidance, n = key
+    return f"{width}x{height} {'cfg' if guidance else 'no-cfg'} n={n}"
+
+
 def warmed_keys(sizes: Iterable[tuple[int, int]], max_images: int) -> list[tuple[int, int, bool, int]]:
     """The request keys warm-up covers: every size x guidance off/on x 1..max_images images."""
     return [(w, h, cfg, n) for w, h in sizes for cfg in (False, True) for n in range(1, max_images + 1)]
@@ -63,6 +69,8 @@ class ShapePolicy:
         self.default = default
         self.gates: list[Gate] = []
         self.sealed = False
+        # serving.backends.cuda.precompiled.Precompiled, when set: non-graph gates run ahead-of-time compiled code.
+        self.precompiled: Any = None
         self._local = threading.local()
 
     @property
@@ -124,17 +132,30 @@ class Gate:
             return self.eager(*args, **kwargs)
         key = signature((args, kwargs))
         if mode == RECORD:
-            out = self._run_compiled(args, kwargs)
+            out = self._run_compiled(args, kwargs, key, compile_now=True)
             with self._lock:
                 self.seen.add(key)
             return out
         if key in self.seen:
-            return self._run_compiled(args, kwargs)
+            return self._run_compiled(args, kwargs, key)
         self.policy.note_miss(self.name)
         return self.eager(*args, **kwargs)
 
-    def _run_compiled(self, args: tuple, kwargs: dict) -> Any:
+    def _run_compiled(self, args: tuple, kwargs: dict, key: Any, compile_now: bool = False) -> Any:
         if not self.graphs:
+            precompiled = self.policy.precompiled
+            owner = getattr(self.eager, "__self__", None)
+            if precompiled is not None and owner is not None:
+                method = self.eager.__func__.__name__
+                function = precompiled.function(self.name, owner, method, key, args, kwargs, compile_now)
+                if function is not None and not compile_now:
+                    return function(owner, method, *args, **kwargs)
+                if function is not None:
+                    # Warm-up is each function's first run: one that fails there is dropped for the just-in-time path.
+                    try:
+                        return function(owner, method, *args, **kwargs)
+                    except Exception as exc:  # noqa: BLE001 - the just-in-time compile serves this signature
+                        precompiled.drop(self.name, key, exc)
             return self.compiled(*args, **kwargs)
         import torch
         from torch.utils import _pytree
