@@ -92,3 +92,15 @@ def test_a_bad_file_fails_the_start_with_exit_2(tmp_path):
     assert "Traceback" not in result.stderr
     (line,) = [json.loads(x) for x in result.stderr.splitlines() if "configuration error" in x]
     assert "--inventory-file" in line["msg"] and "[0].ready" in line["msg"]
+
+
+def test_the_node_address_needs_the_kubernetes_inventory(tmp_path, monkeypatch):
+    """--webrtc-public-host node reads the node's ExternalIP, which only the Kubernetes inventory knows: a static file
+    is refused at start with the flags to use, not an AttributeError at the first WebRTC offer."""
+    from serving.runtime.server import build_state
+
+    path = tmp_path / "endpoints.json"
+    write(path, [{"url": "http://127.0.0.1:8080"}])
+    monkeypatch.setenv("NODE_NAME", "ip-10-40-128-5.us-west-2.compute.internal")
+    with pytest.raises(SettingsError, match="--webrtc-public-host node: needs --inventory-service"):
+        build_state(Settings(model=str(tmp_path), inventory_file=str(path), webrtc_public_host="node"))
