@@ -21,7 +21,7 @@ from serving.core.errors import ServingError, Unavailable
 from serving.engine.state import ServerState
 from serving.stream.protocol import INLINE_PIXELS
 from serving.auth.credentials import TOKEN_EXPIRED_CLOSE
-from serving.stream.session import ConfigRefused, infer_frame, parse_config
+from serving.stream.session import ConfigRefused, infer_frame, parse_config, work_latest
 
 log = logging.getLogger("serving.stream")
 
@@ -180,23 +180,7 @@ class RtcSession:
             self.wake.set()
 
     async def _work(self) -> None:
-        while True:
-            await self.wake.wait()
-            self.wake.clear()
-            if self.stopping:
-                await self.close_now(1001, "server shutting down")
-                return
-            if self.pending is None:
-                continue
-            seq, frame, received = self.pending
-            self.pending = None
-            self.busy = True
-            try:
-                await self._process(seq, frame, received)
-            finally:
-                self.busy = False
-            if self.pending is not None or self.stopping:
-                self.wake.set()
+        await work_latest(self, self._process)
 
     def _check_size(self, width: int, height: int) -> str | None:
         s = self.settings

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
+from typing import Awaitable, Callable
 
 from pydantic import ValidationError
 
@@ -102,3 +103,28 @@ async def infer_frame(state: ServerState, prepared_cache: dict, config: FrameCon
         return await state.engine.generate(params, work=work, queue_exempt=True)
     finally:
         hub.frames_in_engine -= 1
+
+
+async def work_latest(session, process: Callable[..., Awaitable[None]], gone: tuple[type[BaseException], ...] = ()) -> None:
+    """The worker of one stream, for either transport: latest frame wins. The session holds at most one waiting
+    frame in ``session.pending`` (its reader replaces it, counting a drop, and sets ``session.wake``); this takes
+    it, runs ``process(*pending)``, and closes with 1001 once ``session.stopping`` is set (drain). ``gone``: the
+    exceptions that mean the client left mid-send, which end the worker quietly."""
+    while True:
+        await session.wake.wait()
+        session.wake.clear()
+        if session.stopping:
+            await session.close_now(1001, "server shutting down")
+            return
+        if session.pending is None:
+            continue
+        pending, session.pending = session.pending, None
+        session.busy = True
+        try:
+            await process(*pending)
+        except gone:
+            return
+        finally:
+            session.busy = False
+        if session.pending is not None or session.stopping:
+            session.wake.set()

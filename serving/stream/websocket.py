@@ -21,7 +21,7 @@ from serving.auth.credentials import TOKEN_EXPIRED_CLOSE, Denied, bearer_for_web
 from serving.core.errors import ServingError, Unavailable
 from serving.stream.frames import FrameConfig
 from serving.stream.protocol import INLINE_BYTES, INLINE_PIXELS, MEDIA
-from serving.stream.session import ConfigRefused, infer_frame, parse_config
+from serving.stream.session import ConfigRefused, infer_frame, parse_config, work_latest
 from serving.core.imaging import encode_image
 from serving.engine.state import ServerState
 
@@ -152,25 +152,7 @@ class StreamSession:
         self.wake.set()
 
     async def _work(self) -> None:
-        while True:
-            await self.wake.wait()
-            self.wake.clear()
-            if self.stopping:
-                await self.close_now(1001, "server shutting down")
-                return
-            if self.pending is None:
-                continue
-            seq, data, received, staged = self.pending
-            self.pending = None
-            self.busy = True
-            try:
-                await self._process(seq, data, received, staged)
-            except (WebSocketDisconnect, RuntimeError):
-                return  # the client went away mid-send
-            finally:
-                self.busy = False
-            if self.pending is not None or self.stopping:
-                self.wake.set()
+        await work_latest(self, self._process, gone=(WebSocketDisconnect, RuntimeError))
 
     def _decode(self, data: bytes, stage: bool):
         return self.hub.runner().decode(data, self.settings.min_image_size, self.settings.max_image_size, stage)
