@@ -14,20 +14,17 @@ before the records go.
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import aws_cdk as cdk
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
-from aws_cdk import aws_lambda as lambda_
-from aws_cdk import aws_logs as logs
 from constructs import Construct, IDependable
 
 from edge_config import AcmeConfig
 from edge_constructs.cert_manager import route53_zone_arn
+from edge_constructs.handler_function import handler_function
 from edge_constructs.nag import acknowledge
 
-HANDLER_DIR = Path(__file__).resolve().parent / "handlers"
 RESOURCE_TYPE = "Custom::KarpenterNodeTeardown"
 
 
@@ -37,22 +34,12 @@ class KarpenterNodeTeardown(Construct):
     def __init__(self, scope: Construct, construct_id: str, *, cluster_name: str, vpc: ec2.IVpc,
                  after: list[IDependable], acme: AcmeConfig | None = None, dns_owner_id: str | None = None) -> None:
         super().__init__(scope, construct_id)
-        log_group = logs.LogGroup(self, "Logs", retention=logs.RetentionDays.ONE_MONTH,
-                                  removal_policy=cdk.RemovalPolicy.DESTROY)
-        self.function = lambda_.Function(
-            self,
-            "Handler",
-            runtime=lambda_.Runtime.PYTHON_3_14,
-            handler="karpenter_teardown.handler",
-            code=lambda_.Code.from_asset(str(HANDLER_DIR), exclude=["__pycache__"]),
-            timeout=cdk.Duration.minutes(15),
-            memory_size=256,
-            log_group=log_group,
+        self.function = handler_function(
+            self, "karpenter_teardown", timeout=cdk.Duration.minutes(15), memory_size=256,
+            description=f"Terminates the Karpenter nodes of {cluster_name} when the stack is deleted",
             environment={"CLUSTER_NAME": cluster_name, "VPC_ID": vpc.vpc_id, **({
                 "HOSTED_ZONE_ID": acme.hosted_zone_id, "NODE_DOMAIN": acme.node_domain,
-                "DNS_OWNER_ID": dns_owner_id or cluster_name} if acme else {})},
-            description=f"Terminates the Karpenter nodes of {cluster_name} when the stack is deleted",
-        )
+                "DNS_OWNER_ID": dns_owner_id or cluster_name} if acme else {})})
         owned = {f"aws:ResourceTag/kubernetes.io/cluster/{cluster_name}": "owned"}
         self.function.add_to_role_policy(iam.PolicyStatement(
             sid="TerminateOnlyThisClustersKarpenterInstances",

@@ -7,21 +7,18 @@ guard's output, never the raw parameter.
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import aws_cdk as cdk
 from aws_cdk import aws_iam as iam
-from aws_cdk import aws_lambda as lambda_
-from aws_cdk import aws_logs as logs
 from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
 from charts.nodepools import node_classes
 from edge_config import EdgeConfig
+from edge_constructs.handler_function import handler_function
 from edge_constructs.nag import acknowledge
 from edge_constructs.node_image_cache import ROLE_TAG, SNAPSHOT_ROLE_VALUE
 
-HANDLER_DIR = Path(__file__).resolve().parent / "handlers"
 RESOURCE_TYPE = "Custom::NodeImageCacheSnapshot"
 # What the image pipeline's CreateSnapshot step tags (node_image_cache.py).
 SNAPSHOT_TAG = (ROLE_TAG, SNAPSHOT_ROLE_VALUE)
@@ -44,18 +41,9 @@ class NodeImageCacheSnapshotGuard(Construct):
     def __init__(self, scope: Construct, construct_id: str, *, parameter_name: str) -> None:
         super().__init__(scope, construct_id)
         recorded = ssm.StringParameter.value_for_string_parameter(self, parameter_name)
-        log_group = logs.LogGroup(self, "Logs", retention=logs.RetentionDays.ONE_MONTH,
-                                  removal_policy=cdk.RemovalPolicy.DESTROY)
-        self.function = lambda_.Function(
-            self, "Handler",
-            runtime=lambda_.Runtime.PYTHON_3_14,
-            handler="snapshot_guard.handler",
-            code=lambda_.Code.from_asset(str(HANDLER_DIR), exclude=["__pycache__"]),
-            timeout=cdk.Duration.minutes(1),
-            memory_size=128,
-            log_group=log_group,
-            description="Accepts the node image cache snapshot only if this account owns it and the pipeline tagged it",
-        )
+        self.function = handler_function(
+            self, "snapshot_guard", timeout=cdk.Duration.minutes(1), memory_size=128,
+            description="Accepts the node image cache snapshot only if this account owns it and the pipeline tagged it")
         self.function.add_to_role_policy(iam.PolicyStatement(actions=["ec2:DescribeSnapshots"], resources=["*"]))
         self.resource = cdk.CustomResource(self, "Resource", service_token=self.function.function_arn,
                                            resource_type=RESOURCE_TYPE, properties={
