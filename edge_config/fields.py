@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from typing import Any, Iterable, Self
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -52,3 +53,15 @@ def cidr_list(values: tuple[str, ...]) -> tuple[str, ...]:
                 raise FieldProblem(f"{nets[j]} overlaps {net_a} (entry {i})", "choose non-overlapping CIDR blocks",
                                    (j,))
     return values
+
+
+_EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+def email_list(emails: tuple[str, ...]) -> tuple[str, ...]:
+    """Unique addresses for SNS e-mail subscriptions; an item that is not one names its index."""
+    unique(emails)
+    for i, item in enumerate(emails):
+        if not _EMAIL_RE.match(item):
+            raise FieldProblem(f"{item!r} is not an e-mail address", "give an address like ops@example.com", (i,))
+    return emails

@@ -1,19 +1,17 @@
 """The operator's view: metric collection, the per-cluster dashboard and the alarms (docs/operations.md)."""
 from __future__ import annotations
 
-import re
 from typing import Annotated, Mapping
 
 from pydantic import Field, field_validator
 
 from edge_config.errors import FieldProblem, Hint
-from edge_config.fields import Section, unique
+from edge_config.fields import Section, email_list
 
 # The server's request-latency histogram bounds in seconds (serving's LATENCY_BUCKETS; a test reads them back from a
 # live server). A p99 SLO must be one of them: the alarm asks "did more than 1% of requests take longer than the
 # bound", which the cumulative bucket counters answer exactly only at a bound.
 LATENCY_BUCKET_BOUNDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
-_EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
 def _bound(value: float, at: tuple = ()) -> float:
@@ -49,11 +47,7 @@ class ObservabilityConfig(Section):
     @field_validator("alarm_emails")
     @classmethod
     def _emails(cls, emails: tuple[str, ...]) -> tuple[str, ...]:
-        unique(emails)
-        for i, item in enumerate(emails):
-            if not _EMAIL_RE.match(item):
-                raise FieldProblem(f"{item!r} is not an e-mail address", "give an address like ops@example.com", (i,))
-        return emails
+        return email_list(emails)
 
     @field_validator("p99_latency_slo_s")
     @classmethod

@@ -10,11 +10,10 @@ from pydantic import Field, field_validator, model_validator
 
 from edge_config.catalog import ARCHITECTURES, IMAGE_FLAVORS, Architecture, ImageFlavor
 from edge_config.errors import FieldProblem, Hint
-from edge_config.fields import Section, unique
+from edge_config.fields import Section, email_list
 
 IMAGE_TAG_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
 _OWNER_NAME_PATTERN = r"^[\w.-]+/[\w.-]+$"
-_EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 # The pipeline's own tags: cache-<arch> and <revision>-<fingerprint>[-<arch>].
 _PIPELINE_TAG_RE = re.compile(r"cache-.*|[A-Za-z0-9]{1,12}-[0-9a-f]{8}(-(amd64|arm64))?")
 
@@ -126,11 +125,7 @@ class PipelineConfig(Section):
     @field_validator("notification_emails")
     @classmethod
     def _emails(cls, emails: tuple[str, ...]) -> tuple[str, ...]:
-        unique(emails)
-        for i, item in enumerate(emails):
-            if not _EMAIL_RE.match(item):
-                raise FieldProblem(f"{item!r} is not an e-mail address", "give an address like ops@example.com", (i,))
-        return emails
+        return email_list(emails)
 
     @model_validator(mode="after")
     def _sources_complete(self) -> "PipelineConfig":
