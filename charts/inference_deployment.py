@@ -9,6 +9,7 @@ from constructs import Construct
 
 from charts import contract as c
 from charts.tls import TLS_DIR
+from charts.security import restricted_container
 from edge_config import WorkloadsConfig
 
 
@@ -136,11 +137,7 @@ class InferenceDeployment(Construct):
             readiness=_http_probe(c.READINESS_PATH, period_s=c.READINESS_PERIOD_S, failures=2, success=1, https=https),
             liveness=_http_probe(c.LIVENESS_PATH, period_s=c.LIVENESS_PERIOD_S, failures=c.LIVENESS_FAILURES,
                                  https=https),
-            security_context=kplus.ContainerSecurityContextProps(
-                ensure_non_root=True, user=c.RUN_AS_UID, group=c.RUN_AS_UID, allow_privilege_escalation=False,
-                privileged=False, read_only_root_filesystem=True,
-                capabilities=kplus.ContainerSecutiryContextCapabilities(drop=[kplus.Capability.ALL]),
-                seccomp_profile=kplus.SeccompProfile(type=kplus.SeccompProfileType.RUNTIME_DEFAULT)),
+            security_context=restricted_container(),
             volume_mounts=mounts,
         )
         if udp_ports:

@@ -18,6 +18,7 @@ from constructs import Construct
 
 import versions
 from charts import observability as obs
+from charts.security import restricted_container
 
 RUN_AS_UID = 10001  # the contrib image's own non-root user
 CONFIG_FILE = "config.json"  # the collector reads YAML, of which JSON is a subset
@@ -84,11 +85,7 @@ class MetricsCollectorChart(cdk8s.Chart):
                 cpu=kplus.CpuResources(request=kplus.Cpu.millis(100), limit=kplus.Cpu.millis(500)),
                 memory=kplus.MemoryResources(request=memory, limit=memory)),
             liveness=health, readiness=health,
-            security_context=kplus.ContainerSecurityContextProps(
-                ensure_non_root=True, user=RUN_AS_UID, group=RUN_AS_UID, allow_privilege_escalation=False,
-                privileged=False, read_only_root_filesystem=True,
-                capabilities=kplus.ContainerSecutiryContextCapabilities(drop=[kplus.Capability.ALL]),
-                seccomp_profile=kplus.SeccompProfile(type=kplus.SeccompProfileType.RUNTIME_DEFAULT)),
+            security_context=restricted_container(),
         )
         container.mount(CONFIG_DIR, volume, read_only=True)
         cdk8s.ApiObject.of(deployment).add_json_patch(JsonPatch.add(

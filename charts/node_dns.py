@@ -17,6 +17,7 @@ from constructs import Construct
 
 import versions
 from charts.nodepools import ACCELERATOR_LABEL
+from charts.security import restricted_container
 from edge_config import AcmeConfig
 
 NAMESPACE = "external-dns"
@@ -94,11 +95,7 @@ class NodeDnsChart(cdk8s.Chart):
             resources=kplus.ContainerResources(cpu=kplus.CpuResources(request=cpu, limit=kplus.Cpu.millis(200)),
                                                memory=kplus.MemoryResources(request=memory, limit=memory)),
             liveness=health, readiness=health,
-            security_context=kplus.ContainerSecurityContextProps(
-                ensure_non_root=True, user=RUN_AS_UID, group=RUN_AS_UID, allow_privilege_escalation=False,
-                privileged=False, read_only_root_filesystem=True,
-                capabilities=kplus.ContainerSecutiryContextCapabilities(drop=[kplus.Capability.ALL]),
-                seccomp_profile=kplus.SeccompProfile(type=kplus.SeccompProfileType.RUNTIME_DEFAULT)),
+            security_context=restricted_container(),
         )
         # PodSecurityContextProps has no seccompProfile; Pod Security "restricted" wants it at pod level too.
         cdk8s.ApiObject.of(deployment).add_json_patch(JsonPatch.add(

@@ -23,6 +23,7 @@ from constructs import Construct
 from charts.contract import ACCELERATORS, APP_NAME, RUN_AS_UID
 from charts.nodepools import ACCELERATOR_LABEL as NODEPOOL_LABEL
 from charts.nodepools import ZONE_TYPE_LABEL
+from charts.security import restricted_container
 from edge_config import WorkloadsConfig
 
 COMPONENT = "warm-spare"
@@ -135,11 +136,7 @@ class WarmSpareChart(cdk8s.Chart):
             else kplus.ImagePullPolicy.ALWAYS,
             resources=kplus.ContainerResources(cpu=kplus.CpuResources(request=cpu, limit=cpu),
                                                memory=kplus.MemoryResources(request=memory, limit=memory)),
-            security_context=kplus.ContainerSecurityContextProps(
-                ensure_non_root=True, user=RUN_AS_UID, group=RUN_AS_UID, allow_privilege_escalation=False,
-                privileged=False, read_only_root_filesystem=True,
-                capabilities=kplus.ContainerSecutiryContextCapabilities(drop=[kplus.Capability.ALL]),
-                seccomp_profile=kplus.SeccompProfile(type=kplus.SeccompProfileType.RUNTIME_DEFAULT)),
+            security_context=restricted_container(),
         )
         # Fields cdk8s-plus-35 has no API for (see charts/inference_deployment.py); values are typed k8s structs.
         pod, container = "/spec/template/spec", "/spec/template/spec/containers/0"
