@@ -45,9 +45,6 @@ class StreamMetrics:
         for name in TRANSPORTS:
             gauge.labels(name).set_function(lambda name=name: active(name))
             self.transports[name] = TransportMetrics(frames.labels(name), dropped.labels(name), latency.labels(name))
-        # The WebSocket session's call sites use these directly.
-        ws = self.transports["websocket"]
-        self.frames, self.dropped, self.latency = ws.frames, ws.dropped, ws.latency
         self.prepared = Counter("edge_diffusion_stream_configs_prepared",
                                 "Stream configs prepared (prompt encoded, noise and schedule set up): once per "
                                 "config and frame size, never per frame", registry=registry)

@@ -21,7 +21,7 @@ from serving.core.errors import ServingError, Unavailable
 from serving.engine.state import ServerState
 from serving.stream.protocol import INLINE_PIXELS
 from serving.auth.credentials import TOKEN_EXPIRED_CLOSE
-from serving.stream.session import ConfigRefused, infer_frame, parse_config, work_latest
+from serving.stream.session import ConfigRefused, FrameSession, infer_frame, parse_config
 
 log = logging.getLogger("serving.stream")
 
@@ -59,32 +59,18 @@ class GeneratedTrack(MediaStreamTrack):
         return frame
 
 
-class RtcSession:
+class RtcSession(FrameSession):
     transport = "webrtc"
 
     def __init__(self, state: ServerState, session_id: str, expires_at: float | None = None):
+        super().__init__(state, expires_at)
         self.id = session_id
-        # When the device token that opened the session expires (epoch seconds): it ends then.
-        self.expires_at = expires_at
-        self.state = state
-        self.settings = state.settings
-        self.hub = state.streams
-        self.metrics = self.hub.metrics.transports["webrtc"] if self.hub.metrics else None
         self.pc = None
         self.output = GeneratedTrack()
         self.channel = None
-        self.config = None
-        self.config_error: str | None = None
-        self.pending: tuple[int, VideoFrame, float] | None = None
-        self.received = self.dropped = self.processed = 0
-        self.wake = asyncio.Event()
         self.ended = asyncio.Event()
-        self.finished = asyncio.Event()
-        self.stopping = False
-        self.busy = False
         self.close_reason = "client closed"
         self._readers: list[asyncio.Task] = []
-        self._prepared: dict = {}
         self._last_error: tuple[str, float] = ("", 0.0)
 
     # -- wiring (called while the offer is applied) -------------------------------------------------------
@@ -101,11 +87,6 @@ class RtcSession:
             self.ended.set()
 
     # -- control --------------------------------------------------------------------------------------------
-    def shutdown(self) -> None:
-        """Drain: finish the frame in progress, drop the waiting one, then close."""
-        self.stopping = True
-        self.wake.set()
-
     async def close_now(self, code: int, reason: str) -> None:
         # The code is the WebSocket stream's close code for the same cause (1001 drain, 4401 token expired).
         self._send({"type": "closed", "code": code, "reason": reason})
@@ -172,15 +153,7 @@ class RtcSession:
                 self.close_reason = "the client's video track ended"
                 return
             self.received += 1
-            if self.pending is not None:
-                self.dropped += 1
-                if self.metrics:
-                    self.metrics.dropped.inc()
-            self.pending = (self.received, frame, time.perf_counter())
-            self.wake.set()
-
-    async def _work(self) -> None:
-        await work_latest(self, self._process)
+            self.offer(self.received, frame, time.perf_counter())
 
     def _check_size(self, width: int, height: int) -> str | None:
         s = self.settings

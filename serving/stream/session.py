@@ -6,9 +6,9 @@ cache and the engine's FIFO are the same, so a client can switch transports with
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
-from typing import Awaitable, Callable
 
 from pydantic import ValidationError
 
@@ -105,26 +105,67 @@ async def infer_frame(state: ServerState, prepared_cache: dict, config: FrameCon
         hub.frames_in_engine -= 1
 
 
-async def work_latest(session, process: Callable[..., Awaitable[None]], gone: tuple[type[BaseException], ...] = ()) -> None:
-    """The worker of one stream, for either transport: latest frame wins. The session holds at most one waiting
-    frame in ``session.pending`` (its reader replaces it, counting a drop, and sets ``session.wake``); this takes
-    it, runs ``process(*pending)``, and closes with 1001 once ``session.stopping`` is set (drain). ``gone``: the
-    exceptions that mean the client left mid-send, which end the worker quietly."""
-    while True:
-        await session.wake.wait()
-        session.wake.clear()
-        if session.stopping:
-            await session.close_now(1001, "server shutting down")
-            return
-        if session.pending is None:
-            continue
-        pending, session.pending = session.pending, None
-        session.busy = True
-        try:
-            await process(*pending)
-        except gone:
-            return
-        finally:
-            session.busy = False
-        if session.pending is not None or session.stopping:
-            session.wake.set()
+class FrameSession:
+    """What one stream holds whatever its transport, and its worker: latest frame wins.
+
+    The transport's reader puts each frame with ``offer`` (a frame still waiting is replaced and counted as
+    dropped); the worker (``_work``) runs ``_process(*pending)`` on one frame at a time and closes with 1001 once
+    ``shutdown`` (drain) has set ``stopping``. Subclasses set ``transport`` and ``gone`` (the exceptions that mean
+    the client left mid-send) and define ``_process`` and ``close_now``.
+    """
+
+    transport = ""
+    gone: tuple[type[BaseException], ...] = ()
+
+    def __init__(self, state: ServerState, expires_at: float | None = None):
+        self.state = state
+        self.settings = state.settings
+        self.hub = state.streams
+        self.metrics = self.hub.metrics.transports[self.transport] if self.hub.metrics else None
+        # When the device token that opened the stream expires (epoch seconds): the stream ends then, with
+        # TOKEN_EXPIRED_CLOSE, so a token's lifetime bounds what it can use.
+        self.expires_at = expires_at
+        self.config: FrameConfig | None = None
+        # Why the last config was refused: frames before any accepted config report it instead of asking again.
+        self.config_error: str | None = None
+        # (seq, the frame, received at, transport-specific extras...): at most one frame waits.
+        self.pending: tuple | None = None
+        self.received = self.dropped = self.processed = 0
+        self.wake = asyncio.Event()
+        self.finished = asyncio.Event()
+        self.stopping = False
+        self.busy = False
+        self._prepared: dict = {}
+
+    def shutdown(self) -> None:
+        """Drain: finish the frame in progress, drop the waiting one, then close with 1001."""
+        self.stopping = True
+        self.wake.set()
+
+    def offer(self, *pending) -> None:
+        if self.pending is not None:
+            self.dropped += 1
+            if self.metrics:
+                self.metrics.dropped.inc()
+        self.pending = pending
+        self.wake.set()
+
+    async def _work(self) -> None:
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            if self.stopping:
+                await self.close_now(1001, "server shutting down")
+                return
+            if self.pending is None:
+                continue
+            pending, self.pending = self.pending, None
+            self.busy = True
+            try:
+                await self._process(*pending)
+            except self.gone:
+                return
+            finally:
+                self.busy = False
+            if self.pending is not None or self.stopping:
+                self.wake.set()

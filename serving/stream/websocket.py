@@ -21,7 +21,7 @@ from serving.auth.credentials import TOKEN_EXPIRED_CLOSE, Denied, bearer_for_web
 from serving.core.errors import ServingError, Unavailable
 from serving.stream.frames import FrameConfig
 from serving.stream.protocol import INLINE_BYTES, INLINE_PIXELS, MEDIA
-from serving.stream.session import ConfigRefused, infer_frame, parse_config, work_latest
+from serving.stream.session import ConfigRefused, FrameSession, infer_frame, parse_config
 from serving.core.imaging import encode_image
 from serving.engine.state import ServerState
 
@@ -38,38 +38,15 @@ class _DenialFilter(logging.Filter):
 
 logging.getLogger("uvicorn.error").addFilter(_DenialFilter())
 
-class StreamSession:
+class StreamSession(FrameSession):
     transport = "websocket"
+    gone = (WebSocketDisconnect, RuntimeError)  # the client went away mid-send
 
     def __init__(self, ws: WebSocket, state: ServerState, expires_at: float | None = None):
+        super().__init__(state, expires_at)
         self.ws = ws
-        # When the device token that opened the stream expires (epoch seconds): the stream closes then, with
-        # TOKEN_EXPIRED_CLOSE, so a token's lifetime bounds what it can use.
-        self.expires_at = expires_at
-        self.state = state
-        self.hub = state.streams
-        self.settings = state.settings
-        self.config: FrameConfig | None = None
-        # Why the last config was refused: frames before any accepted config report it instead of asking again.
-        self.config_error: str | None = None
-        # (seq, bytes, received, the frame's decode/upload already under way while the previous one ran, or None)
-        self.pending: tuple[int, bytes, float, asyncio.Future | None] | None = None
-        self.received = 0
-        self.dropped = 0
-        self.processed = 0
-        self.wake = asyncio.Event()
-        self.finished = asyncio.Event()
-        self.stopping = False
-        self.busy = False
         self._send_lock = asyncio.Lock()
-        self._prepared: dict[tuple, object] = {}
         self._reader: asyncio.Task | None = None
-
-    # -- control -------------------------------------------------------------------------------------------
-    def shutdown(self) -> None:
-        """Drain: finish the frame in progress, drop the waiting one, then close with 1001."""
-        self.stopping = True
-        self.wake.set()
 
     async def close_now(self, code: int, reason: str) -> None:
         if self.ws.application_state == WebSocketState.CONNECTED:
@@ -140,19 +117,12 @@ class StreamSession:
             await self.send_error(f"frame: {len(data)} bytes is over --max-frame-bytes ({self.settings.max_frame_bytes})",
                                   "frame")
             return
-        if self.pending is not None:
-            self.dropped += 1
-            if self.hub.metrics:
-                self.hub.metrics.dropped.inc()
         staged = None
         if self.busy and self.config is not None:  # decode and upload it beside the frame on the device
             staged = asyncio.ensure_future(asyncio.to_thread(self._decode, data, True))
             staged.add_done_callback(lambda f: f.cancelled() or f.exception())  # a dropped frame's error is moot
-        self.pending = (self.received, data, time.perf_counter(), staged)
-        self.wake.set()
-
-    async def _work(self) -> None:
-        await work_latest(self, self._process, gone=(WebSocketDisconnect, RuntimeError))
+        # (seq, bytes, received, the frame's decode/upload already under way while the previous one ran, or None)
+        self.offer(self.received, data, time.perf_counter(), staged)
 
     def _decode(self, data: bytes, stage: bool):
         return self.hub.runner().decode(data, self.settings.min_image_size, self.settings.max_image_size, stage)
@@ -198,8 +168,8 @@ class StreamSession:
         await self._send_text(header, encoded)
         self.processed += 1
         if self.hub.metrics:
-            self.hub.metrics.frames.inc()
-            self.hub.metrics.latency.observe(time.perf_counter() - received)
+            self.metrics.frames.inc()
+            self.metrics.latency.observe(time.perf_counter() - received)
 
     async def _infer(self, config: FrameConfig, image, size: tuple[int, int]):
         return await infer_frame(self.state, self._prepared, config, image, size, MEDIA[config.output_format])
