@@ -90,7 +90,7 @@ def build_state(settings: Settings, api_key: str | Sequence[str] | None = None,
     if settings.webrtc_public_host == "node":
         node = os.environ.get("NODE_NAME")
         # Only the Kubernetes inventory knows node addresses (--inventory-file lists endpoints, not nodes).
-        if not hasattr(state.inventory, "node_address") or not node:
+        if not settings.inventory_service or not node:
             raise SettingsError("--webrtc-public-host node: needs --inventory-service and NODE_NAME (the pod's "
                                 "spec.nodeName through the downward API)")
         state.streams.public_address = lambda: state.inventory.node_address(node)
