@@ -1,10 +1,10 @@
-"""Where the bearer key comes from: a file, or AWS Secrets Manager through the pod's identity."""
+"""The bearer key's rules (printable, no whitespace) and how it is read from a Secrets Manager secret string;
+serving.auth.sources reads it (and re-reads it) from a file or Secrets Manager."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-from serving.core.settings import Settings, SettingsError
+from serving.core.settings import SettingsError
 
 #: When the secret string is a JSON object, the key is read from this field.
 SECRET_JSON_FIELD = "api_key"
@@ -32,13 +32,9 @@ def key_from_secret_string(secret: str, arn: str) -> str:
     return _check(text, f"--api-key-secret-arn {arn}")
 
 
-def read_secret(arn: str, client=None) -> str:
-    """Fetch the key from Secrets Manager; credentials come from the default chain (EKS Pod Identity)."""
-    if client is None:
-        import boto3
-
-        region = arn.split(":")[3] if arn.count(":") >= 6 else None
-        client = boto3.client("secretsmanager", region_name=region or None)
+def read_secret(arn: str, client) -> str:
+    """Fetch the key from Secrets Manager with ``client`` (serving.auth.sources makes it: credentials from the default
+    chain, EKS Pod Identity in a pod)."""
     try:
         response = client.get_secret_value(SecretId=arn)
     except Exception as exc:  # botocore ClientError / NoCredentialsError: report, never guess a key
@@ -46,16 +42,3 @@ def read_secret(arn: str, client=None) -> str:
     if "SecretString" not in response:
         raise SettingsError(f"--api-key-secret-arn {arn}: the secret is binary; store the key as a string")
     return key_from_secret_string(response["SecretString"], arn)
-
-
-def load_api_key(settings: Settings, client=None) -> str | None:
-    if settings.api_key_file:
-        path = Path(settings.api_key_file)
-        try:
-            text = path.read_text()
-        except OSError as exc:
-            raise SettingsError(f"--api-key-file (env SERVING_API_KEY_FILE): cannot read {path}: {exc.strerror}") from None
-        return _check(text, f"--api-key-file {path}")
-    if settings.api_key_secret_arn:
-        return read_secret(settings.api_key_secret_arn, client)
-    return None

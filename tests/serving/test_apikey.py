@@ -7,7 +7,7 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
-from serving.auth.apikey import load_api_key
+from serving.auth.sources import load_master_keys
 from serving.core.settings import Settings, SettingsError
 
 ARN = "arn:aws:secretsmanager:us-west-2:123456789012:secret:edge-diffusion/api-key-AbCdEf"
@@ -29,7 +29,7 @@ def stubbed_client(response=None, error_code=None):
 @pytest.mark.parametrize("secret", ["k3y-from-secrets-manager", json.dumps({"api_key": "k3y-from-secrets-manager"})])
 def test_reads_plain_or_json_secret(secret):
     client, stubber = stubbed_client({"SecretString": secret})
-    assert load_api_key(Settings(model="m", api_key_secret_arn=ARN), client) == "k3y-from-secrets-manager"
+    assert load_master_keys(Settings(model="m", api_key_secret_arn=ARN), client) == ("k3y-from-secrets-manager",)
     stubber.assert_no_pending_responses()
 
 
@@ -45,17 +45,17 @@ def test_reads_plain_or_json_secret(secret):
 def test_secret_errors_name_the_flag(response, error_code, needle):
     client, _ = stubbed_client(response, error_code)
     with pytest.raises(SettingsError, match=needle) as err:
-        load_api_key(Settings(model="m", api_key_secret_arn=ARN), client)
+        load_master_keys(Settings(model="m", api_key_secret_arn=ARN), client)
     assert "--api-key-secret-arn" in str(err.value)
 
 
 def test_key_file(tmp_path):
     path = tmp_path / "key"
     path.write_text("file-key\n")
-    assert load_api_key(Settings(model="m", api_key_file=str(path))) == "file-key"
+    assert load_master_keys(Settings(model="m", api_key_file=str(path))) == ("file-key",)
     path.write_text("two words")
     with pytest.raises(SettingsError, match="without whitespace"):
-        load_api_key(Settings(model="m", api_key_file=str(path)))
+        load_master_keys(Settings(model="m", api_key_file=str(path)))
     with pytest.raises(SettingsError, match="--api-key-file .*cannot read"):
-        load_api_key(Settings(model="m", api_key_file=str(tmp_path / "missing")))
-    assert load_api_key(Settings(model="m")) is None
+        load_master_keys(Settings(model="m", api_key_file=str(tmp_path / "missing")))
+    assert load_master_keys(Settings(model="m")) == ()  # no key configured: an open server
